@@ -1,0 +1,172 @@
+"""The ``bench`` command line.
+
+Every expected failure is a :class:`~bench.errors.BenchError`; :func:`main` catches it in one
+place, prints one line (``bench: error: ...``) and exits non-zero. Anything else is a bug and
+keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from bench.errors import BenchError
+
+
+def _echo_progress(msg: str) -> None:
+    click.echo(f"  {msg}", err=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="bench")
+def cli() -> None:
+    """Benchmark Apache RocketMQ against Apache Pulsar on this machine."""
+
+
+# -- infra -----------------------------------------------------------------------------------
+@cli.group()
+@click.option(
+    "--dir",
+    "infra_dir",
+    envvar="BENCH_INFRA_DIR",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Infra state/data/log directory [env BENCH_INFRA_DIR; default ~/.cache/bench/infra].",
+)
+@click.pass_context
+def infra(ctx: click.Context, infra_dir: str | None) -> None:
+    """Start, inspect and stop the brokers (real JVMs on 127.0.0.1)."""
+    from bench.infra.manager import Infra
+
+    ctx.obj = Infra(infra_dir)
+
+
+BROKER_CHOICE = click.Choice(["rocketmq", "pulsar", "all"])
+
+
+@infra.command("up")
+@click.argument("broker", type=BROKER_CHOICE, default="all")
+@click.option("--topology", type=click.Choice(["standalone", "cluster"]), default="standalone",
+              show_default=True)
+@click.option("--proxy", is_flag=True, help="Run the Pulsar proxy in front of Pulsar.")
+@click.option("--fresh", is_flag=True, help="Wipe the brokers' data, configs and logs first.")
+@click.option("--port-offset", type=int, default=0, show_default=True,
+              help="Add N to every port (to run beside another infra).")
+@click.option("--durability", type=click.Choice(["async", "sync"]), default="async",
+              show_default=True, help="async: ASYNC_FLUSH / no journal fsync; sync: fsync.")
+@click.option("--json", "as_json", is_flag=True, help="Print endpoints and timings as JSON.")
+@click.pass_obj
+def infra_up(infra_obj: object, broker: str, topology: str, proxy: bool, fresh: bool,
+             port_offset: int, durability: str, as_json: bool) -> None:
+    """Bring BROKER up and wait until a real produce/consume round trip succeeds."""
+    from bench.infra.manager import Infra
+    from bench.infra.topology import BROKERS, InfraSettings
+
+    assert isinstance(infra_obj, Infra)
+    brokers = BROKERS if broker == "all" else (broker,)
+    settings = InfraSettings(brokers=brokers, topology=topology, proxy=proxy,  # type: ignore[arg-type]
+                             port_offset=port_offset, durability=durability)  # type: ignore[arg-type]
+    timings = infra_obj.up(settings, fresh=fresh, progress=_echo_progress)
+    eps = {b: infra_obj.endpoints(b).to_json() for b in brokers}
+    if as_json:
+        click.echo(json.dumps({"endpoints": eps, "timings": timings}, indent=2))
+        return
+    for b in brokers:
+        t = timings[b]
+        click.echo(f"{b}: healthy ({topology}) in {t['start_to_healthy_s']:.1f} s "
+                   f"(+{t['resolve_s']:.1f} s resolving jars)")
+        for key, value in eps[b].items():
+            if value and key not in ("broker", "topology"):
+                click.echo(f"  {key}: {value}")
+
+
+@infra.command("status")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def infra_status(infra_obj: object, as_json: bool) -> None:
+    """Per process: PID, alive, ports (accepting?), data directory."""
+    from bench.infra.manager import Infra
+
+    assert isinstance(infra_obj, Infra)
+    rows = infra_obj.status()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo(f"nothing is up in {infra_obj.root}")
+        return
+    for row in rows:
+        state = "ready" if row["ready"] else ("alive" if row["alive"] else "DOWN")
+        ports = ", ".join(
+            f"{p['port']}{'' if p['accepting'] else '(closed)'}"  # type: ignore[index]
+            for p in row["ports"].values()  # type: ignore[attr-defined]
+        )
+        click.echo(f"{row['name']:<22} pid {row['pid'] or '-':<8} {state:<6} ports {ports}")
+        click.echo(f"{'':<22} data {row['data_dir']}")
+
+
+@infra.command("logs")
+@click.argument("name")
+@click.option("-n", "--lines", type=int, default=40, show_default=True)
+@click.pass_obj
+def infra_logs(infra_obj: object, name: str, lines: int) -> None:
+    """Show the last lines of process NAME's log (e.g. pulsar/standalone, broker-a)."""
+    from bench.infra.manager import Infra
+    from bench.infra.process import tail
+
+    assert isinstance(infra_obj, Infra)
+    path = infra_obj.log_path(name)
+    click.echo(f"==> {path} <==")
+    click.echo(tail(path, lines))
+
+
+@infra.command("down")
+@click.pass_obj
+def infra_down(infra_obj: object) -> None:
+    """Stop exactly the processes `up` started (by PID) and wait until their ports are free."""
+    from bench.infra.manager import Infra
+
+    assert isinstance(infra_obj, Infra)
+    stopped = infra_obj.down()
+    click.echo(f"stopped {len(stopped)} process(es)" + (f": {', '.join(stopped)}" if stopped else ""))
+
+
+@infra.command("kill")
+@click.argument("name")
+@click.pass_obj
+def infra_kill(infra_obj: object, name: str) -> None:
+    """kill -9 process NAME (by its recorded PID)."""
+    from bench.infra.manager import Infra
+
+    assert isinstance(infra_obj, Infra)
+    at = infra_obj.kill9(name)
+    click.echo(f"killed {name} at {at:.3f}")
+
+
+@infra.command("restart")
+@click.argument("name")
+@click.pass_obj
+def infra_restart(infra_obj: object, name: str) -> None:
+    """Start a killed process NAME again on the same data directories."""
+    from bench.infra.manager import Infra
+
+    assert isinstance(infra_obj, Infra)
+    rec = infra_obj.restart(name)
+    click.echo(f"restarted {rec.name} as pid {rec.pid}")
+
+
+def main() -> None:
+    """Entry point: run the CLI, turning a BenchError into one line and a non-zero exit."""
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("bench: interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except BenchError as exc:
+        click.echo(f"bench: error: {exc}", err=True)
+        sys.exit(exc.exit_code)

@@ -1,0 +1,352 @@
+"""``Infra``: brings brokers up healthy, reports status, injects faults, and stops them.
+
+State lives in ``<infra dir>/state.json`` (versioned): the settings, each broker's endpoints and
+process specs, and the PID record of every process started. ``down`` and every fault act on those
+records only, so nothing the suite did not start is ever signalled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.errors import BenchError, BrokerStartError, ConfigError
+from bench.infra import health
+from bench.infra.artifacts import ensure_classpath, pinned_version
+from bench.infra.java import find_java
+from bench.infra.paths import default_infra_dir
+from bench.infra.ports import accepts, ensure_free, wait_closed
+from bench.infra.process import ProcessRecord, ProcessSpec, Supervisor, kill9, start, stop, tail
+from bench.infra.topology import (
+    Broker,
+    Endpoints,
+    InfraSettings,
+    Plan,
+    pulsar_plan,
+    rocketmq_plan,
+    wipe,
+)
+
+STATE_SCHEMA_VERSION = 1
+PROCESS_READY_TIMEOUT_S = 180.0
+HEALTH_TIMEOUT_S = 120.0
+
+Progress = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+@dataclass
+class BrokerState:
+    """One broker's part of the state file."""
+
+    endpoints: dict[str, object]
+    specs: list[dict[str, object]]
+    records: dict[str, dict[str, float | int | str]] = field(default_factory=dict)
+    version: str = ""
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class Infra:
+    """The brokers of one infra directory."""
+
+    def __init__(self, root: Path | str | None = None) -> None:
+        self.root = Path(root) if root else default_infra_dir()
+        self.state_path = self.root / "state.json"
+
+    # -- state -----------------------------------------------------------------------------
+    def _load(self) -> dict[str, object]:
+        if not self.state_path.is_file():
+            return {"schema_version": STATE_SCHEMA_VERSION, "brokers": {}}
+        try:
+            data = json.loads(self.state_path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"{self.state_path}: unreadable infra state ({exc})") from exc
+        if data.get("schema_version") != STATE_SCHEMA_VERSION:
+            raise ConfigError(
+                f"{self.state_path}: schema_version {data.get('schema_version')!r} is not "
+                f"understood (this bench writes {STATE_SCHEMA_VERSION}); remove the directory"
+            )
+        return dict(data)
+
+    def _save(self, data: dict[str, object]) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+        os.replace(tmp, self.state_path)
+
+    def _brokers(self, data: dict[str, object]) -> dict[str, dict[str, object]]:
+        brokers = data.setdefault("brokers", {})
+        assert isinstance(brokers, dict)
+        return brokers
+
+    def settings(self) -> InfraSettings | None:
+        """The settings of the running infra, if any."""
+        raw = self._load().get("settings")
+        if not isinstance(raw, dict):
+            return None
+        values = dict(raw)
+        values["brokers"] = tuple(values.get("brokers", ()))
+        return InfraSettings(**values)
+
+    def endpoints(self, broker: Broker) -> Endpoints:
+        """How to reach ``broker``; raises if it is not up in this infra."""
+        entry = self._brokers(self._load()).get(broker)
+        if not entry:
+            raise BrokerStartError(
+                f"{broker} is not up in {self.root}; run `bench infra up {broker}` first"
+            )
+        raw = dict(entry["endpoints"])  # type: ignore[call-overload]
+        raw["admin_urls"] = tuple(raw.get("admin_urls", ()))
+        return Endpoints(**raw)
+
+    def records(self) -> dict[str, ProcessRecord]:
+        """Every process this infra started and still tracks, by name."""
+        out: dict[str, ProcessRecord] = {}
+        for entry in self._brokers(self._load()).values():
+            for name, rec in entry.get("records", {}).items():  # type: ignore[union-attr]
+                out[name] = ProcessRecord(name, int(rec["pid"]), float(rec["create_time"]),
+                                          float(rec["started_at"]))
+        return out
+
+    def specs(self) -> dict[str, ProcessSpec]:
+        out: dict[str, ProcessSpec] = {}
+        for entry in self._brokers(self._load()).values():
+            for raw in entry.get("specs", []):  # type: ignore[union-attr]
+                spec = ProcessSpec.from_json(raw)
+                out[spec.name] = spec
+        return out
+
+    def pids(self) -> dict[str, int]:
+        """PIDs of the live processes, by name (for resource sampling)."""
+        return {name: rec.pid for name, rec in self.records().items() if rec.alive()}
+
+    def _set_record(self, rec: ProcessRecord | None, name: str) -> None:
+        data = self._load()
+        broker = name.split("/", 1)[0]
+        entry = self._brokers(data).get(broker)
+        if entry is None:
+            return
+        records = entry.setdefault("records", {})
+        assert isinstance(records, dict)
+        if rec is None:
+            records.pop(name, None)
+        else:
+            records[name] = {"pid": rec.pid, "create_time": rec.create_time,
+                             "started_at": rec.started_at}
+        self._save(data)
+
+    # -- up / down -------------------------------------------------------------------------
+    def up(
+        self,
+        settings: InfraSettings,
+        *,
+        fresh: bool = False,
+        progress: Progress = _quiet,
+    ) -> dict[str, dict[str, float]]:
+        """Start ``settings.brokers`` and wait until each is healthy; return timings per broker.
+
+        Anything started by this call is stopped again if a later step fails.
+        """
+        data = self._load()
+        running = [n for n, r in self.records().items() if r.alive()]
+        if running:
+            raise BrokerStartError(
+                f"brokers already run from {self.root} ({', '.join(sorted(running))}); "
+                "run `bench infra down` first"
+            )
+        java = find_java()
+        data = {"schema_version": STATE_SCHEMA_VERSION, "brokers": {},
+                "settings": settings.to_json(), "java": java.version, "started_at": time.time()}
+        self._save(data)
+        timings: dict[str, dict[str, float]] = {}
+        try:
+            for broker in settings.brokers:
+                timings[broker] = self._up_broker(broker, settings, java.executable, fresh, progress)
+        except BaseException:
+            progress("start failed; stopping what was started")
+            self.down()
+            raise
+        return timings
+
+    def _plan(self, broker: Broker, settings: InfraSettings, java: str) -> tuple[Plan, float]:
+        runtime = "pulsar" if broker == "pulsar" else "rocketmq"
+        cp = ensure_classpath(runtime)
+        root = self.root / broker
+        build = pulsar_plan if broker == "pulsar" else rocketmq_plan
+        return build(settings, root, java, cp.joined()), cp.resolve_seconds
+
+    def _up_broker(
+        self, broker: Broker, settings: InfraSettings, java: str, fresh: bool, progress: Progress
+    ) -> dict[str, float]:
+        t0 = time.monotonic()
+        if fresh:
+            wipe(self.root / broker)
+        plan, resolve_s = self._plan(broker, settings, java)
+        ports = {label: p for spec in plan.specs for label, p in spec.ports.items()}
+        ensure_free(ports)
+        data = self._load()
+        runtime = "pulsar" if broker == "pulsar" else "rocketmq"
+        self._brokers(data)[broker] = {
+            "endpoints": plan.endpoints.to_json(),
+            "specs": [s.to_json() for s in plan.specs],
+            "records": {},
+            "version": pinned_version(runtime),
+        }
+        self._save(data)
+        t_start = time.monotonic()
+        for spec in plan.specs:
+            progress(f"starting {spec.name}")
+            self._start_ready(spec)
+            oneshot = plan.oneshot_after.get(spec.name)
+            if oneshot:
+                progress(f"running {oneshot.name}")
+                self._run_once(oneshot)
+        progress(f"checking {broker} with a produce/consume round trip")
+        self.check_health(broker)
+        done = time.monotonic()
+        timings = {"resolve_s": resolve_s, "start_to_healthy_s": done - t_start,
+                   "total_s": done - t0}
+        data = self._load()
+        entry = self._brokers(data)[broker]
+        entry["timings"] = timings
+        self._save(data)
+        progress(f"{broker} healthy in {timings['start_to_healthy_s']:.1f} s")
+        return timings
+
+    def _start_ready(self, spec: ProcessSpec, timeout_s: float = PROCESS_READY_TIMEOUT_S) -> ProcessRecord:
+        record = start(spec)
+        self._set_record(record, spec.name)
+        health.wait_ready(spec, record, timeout_s)
+        return record
+
+    def _run_once(self, spec: ProcessSpec, timeout_s: float = 180.0) -> None:
+        Path(spec.log).parent.mkdir(parents=True, exist_ok=True)
+        Path(spec.cwd).mkdir(parents=True, exist_ok=True)
+        with open(spec.log, "ab") as log:
+            try:
+                out = subprocess.run(list(spec.argv), cwd=spec.cwd, stdout=log,
+                                     stderr=subprocess.STDOUT, timeout=timeout_s, check=False,
+                                     env={**os.environ, **spec.env})
+            except subprocess.TimeoutExpired as exc:
+                raise BrokerStartError(f"{spec.name} did not finish within {timeout_s:.0f} s") from exc
+        if out.returncode != 0:
+            raise BrokerStartError(
+                f"{spec.name} failed (exit {out.returncode}); last lines of {spec.log}:\n"
+                f"{tail(spec.log)}"
+            )
+
+    def check_health(self, broker: Broker, timeout_s: float = HEALTH_TIMEOUT_S) -> float:
+        """Round trip through the real client (and the proxy, if one runs); return seconds."""
+        ep = self.endpoints(broker)
+        started = time.monotonic()
+        if broker == "pulsar":
+            for url in ep.admin_urls:
+                health.pulsar_namespace_ready(url, timeout_s)
+            health.pulsar_round_trip(ep.service_url, timeout_s)
+            if ep.proxy_url:
+                health.pulsar_round_trip(ep.proxy_url, timeout_s)
+        else:
+            health.rocketmq_round_trip(
+                ep.grpc_endpoint, list(ep.broker_addrs.values()), ep.namesrv, timeout_s
+            )
+        return time.monotonic() - started
+
+    def down(self, timeout_s: float = 60.0) -> list[str]:
+        """Stop every process this infra started (reverse start order); return their names."""
+        specs = self.specs()
+        stopped: list[str] = []
+        errors: list[str] = []
+        for name, rec in reversed(list(self.records().items())):
+            try:
+                stop(rec, timeout_s)
+                stopped.append(name)
+                self._set_record(None, name)
+            except Exception as exc:  # noqa: BLE001 - keep stopping the others
+                errors.append(f"{name}: {exc}")
+        ports = [p for s in specs.values() for p in s.ports.values()]
+        busy = wait_closed(ports, 15.0)
+        data = self._load()
+        data["brokers"] = {}
+        data.pop("settings", None)
+        self._save(data)
+        if errors:
+            raise BenchError("could not stop: " + "; ".join(errors))
+        if busy:
+            raise BenchError(f"ports still in use after stopping the brokers: {busy}")
+        return stopped
+
+    # -- status ----------------------------------------------------------------------------
+    def status(self) -> list[dict[str, object]]:
+        """One row per tracked process: name, pid, alive, ports (accepting or not), data dir."""
+        rows: list[dict[str, object]] = []
+        records = self.records()
+        for name, spec in self.specs().items():
+            rec = records.get(name)
+            alive = bool(rec and rec.alive())
+            rows.append({
+                "name": name,
+                "pid": rec.pid if rec else None,
+                "alive": alive,
+                "ports": {label: {"port": p, "accepting": alive and accepts(p)}
+                          for label, p in spec.ports.items()},
+                "ready": alive and (spec.ready_port is None or accepts(spec.ready_port)),
+                "data_dir": spec.data_dirs[0] if spec.data_dirs else spec.cwd,
+                "log": spec.log,
+            })
+        return rows
+
+    def log_path(self, name: str) -> Path:
+        specs = self.specs()
+        matches = [n for n in specs if n == name or n.endswith("/" + name)]
+        if len(matches) != 1:
+            known = ", ".join(sorted(specs)) or "none (nothing is up)"
+            raise ConfigError(f"no single process named {name!r}; known: {known}")
+        return Path(specs[matches[0]].log)
+
+    # -- faults ----------------------------------------------------------------------------
+    def _resolve(self, name: str) -> str:
+        specs = self.specs()
+        matches = [n for n in specs if n == name or n.endswith("/" + name)]
+        if len(matches) != 1:
+            known = ", ".join(sorted(specs)) or "none (nothing is up)"
+            raise ConfigError(f"no single process named {name!r}; known: {known}")
+        return matches[0]
+
+    def killable(self, broker: Broker) -> list[str]:
+        """Names of the broker processes a kill -9 may target."""
+        return [n for n, s in self.specs().items() if n.startswith(broker + "/") and s.killable]
+
+    def kill9(self, name: str) -> float:
+        """SIGKILL a process by its recorded PID; return the kill time (``time.time()``)."""
+        full = self._resolve(name)
+        rec = self.records().get(full)
+        if rec is None:
+            raise BrokerStartError(f"{full} has no running process to kill")
+        killed_at = kill9(rec)
+        self._set_record(None, full)
+        return killed_at
+
+    def restart(self, name: str, timeout_s: float = PROCESS_READY_TIMEOUT_S) -> ProcessRecord:
+        """Start a (dead) process again on the same data directories and wait for readiness."""
+        full = self._resolve(name)
+        rec = self.records().get(full)
+        if rec is not None and rec.alive():
+            raise BrokerStartError(f"{full} is still running (pid {rec.pid})")
+        spec = self.specs()[full]
+        return self._start_ready(spec, timeout_s)
+
+    def supervise(self, name: str, *, poll_s: float = 0.1) -> Supervisor:
+        """Start a supervisor that restarts ``name`` as soon as it dies (stop it when done)."""
+        full = self._resolve(name)
+        rec = self.records().get(full)
+        if rec is None:
+            raise BrokerStartError(f"{full} is not running; nothing to supervise")
+        return Supervisor(full, rec, lambda n: self.restart(n), poll_s=poll_s).start()
