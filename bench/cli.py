@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import Literal, cast
 
 import click
 
@@ -48,26 +49,53 @@ BROKER_CHOICE = click.Choice(["rocketmq", "pulsar", "all"])
 
 @infra.command("up")
 @click.argument("broker", type=BROKER_CHOICE, default="all")
-@click.option("--topology", type=click.Choice(["standalone", "cluster"]), default="standalone",
-              show_default=True)
+@click.option(
+    "--topology",
+    type=click.Choice(["standalone", "cluster"]),
+    default="standalone",
+    show_default=True,
+)
 @click.option("--proxy", is_flag=True, help="Run the Pulsar proxy in front of Pulsar.")
 @click.option("--fresh", is_flag=True, help="Wipe the brokers' data, configs and logs first.")
-@click.option("--port-offset", type=int, default=0, show_default=True,
-              help="Add N to every port (to run beside another infra).")
-@click.option("--durability", type=click.Choice(["async", "sync"]), default="async",
-              show_default=True, help="async: ASYNC_FLUSH / no journal fsync; sync: fsync.")
+@click.option(
+    "--port-offset",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Add N to every port (to run beside another infra).",
+)
+@click.option(
+    "--durability",
+    type=click.Choice(["async", "sync"]),
+    default="async",
+    show_default=True,
+    help="async: ASYNC_FLUSH / no journal fsync; sync: fsync.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print endpoints and timings as JSON.")
 @click.pass_obj
-def infra_up(infra_obj: object, broker: str, topology: str, proxy: bool, fresh: bool,
-             port_offset: int, durability: str, as_json: bool) -> None:
+def infra_up(
+    infra_obj: object,
+    broker: str,
+    topology: str,
+    proxy: bool,
+    fresh: bool,
+    port_offset: int,
+    durability: str,
+    as_json: bool,
+) -> None:
     """Bring BROKER up and wait until a real produce/consume round trip succeeds."""
     from bench.infra.manager import Infra
-    from bench.infra.topology import BROKERS, InfraSettings
+    from bench.infra.topology import BROKERS, Broker, InfraSettings, Topology
 
     assert isinstance(infra_obj, Infra)
-    brokers = BROKERS if broker == "all" else (broker,)
-    settings = InfraSettings(brokers=brokers, topology=topology, proxy=proxy,  # type: ignore[arg-type]
-                             port_offset=port_offset, durability=durability)  # type: ignore[arg-type]
+    brokers = cast("tuple[Broker, ...]", BROKERS if broker == "all" else (broker,))
+    settings = InfraSettings(
+        brokers=brokers,
+        topology=cast("Topology", topology),
+        proxy=proxy,
+        port_offset=port_offset,
+        durability=cast("Literal['async', 'sync']", durability),
+    )
     timings = infra_obj.up(settings, fresh=fresh, progress=_echo_progress)
     eps = {b: infra_obj.endpoints(b).to_json() for b in brokers}
     if as_json:
@@ -75,8 +103,10 @@ def infra_up(infra_obj: object, broker: str, topology: str, proxy: bool, fresh: 
         return
     for b in brokers:
         t = timings[b]
-        click.echo(f"{b}: healthy ({topology}) in {t['start_to_healthy_s']:.1f} s "
-                   f"(+{t['resolve_s']:.1f} s resolving jars)")
+        click.echo(
+            f"{b}: healthy ({topology}) in {t['start_to_healthy_s']:.1f} s "
+            f"(+{t['resolve_s']:.1f} s resolving jars)"
+        )
         for key, value in eps[b].items():
             if value and key not in ("broker", "topology"):
                 click.echo(f"  {key}: {value}")
@@ -100,11 +130,12 @@ def infra_status(infra_obj: object, as_json: bool) -> None:
     for row in rows:
         state = "ready" if row["ready"] else ("alive" if row["alive"] else "DOWN")
         ports = ", ".join(
-            f"{p['port']}{'' if p['accepting'] else '(closed)'}"  # type: ignore[index]
-            for p in row["ports"].values()  # type: ignore[attr-defined]
+            f"{p['port']}{'' if p['accepting'] else '(closed)'}" for p in row["ports"].values()
         )
         click.echo(f"{row['name']:<22} pid {row['pid'] or '-':<8} {state:<6} ports {ports}")
         click.echo(f"{'':<22} data {row['data_dir']}")
+        if row["exposed"]:
+            click.echo(f"{'':<22} WARNING: listening beyond loopback: {', '.join(row['exposed'])}")
 
 
 @infra.command("logs")
@@ -130,7 +161,9 @@ def infra_down(infra_obj: object) -> None:
 
     assert isinstance(infra_obj, Infra)
     stopped = infra_obj.down()
-    click.echo(f"stopped {len(stopped)} process(es)" + (f": {', '.join(stopped)}" if stopped else ""))
+    click.echo(
+        f"stopped {len(stopped)} process(es)" + (f": {', '.join(stopped)}" if stopped else "")
+    )
 
 
 @infra.command("kill")
@@ -155,6 +188,42 @@ def infra_restart(infra_obj: object, name: str) -> None:
     assert isinstance(infra_obj, Infra)
     rec = infra_obj.restart(name)
     click.echo(f"restarted {rec.name} as pid {rec.pid}")
+
+
+@infra.command("smoke")
+@click.option("--messages", type=int, default=1000, show_default=True)
+@click.option(
+    "--topology",
+    type=click.Choice(["standalone", "cluster"]),
+    default="standalone",
+    show_default=True,
+)
+@click.option("--port-offset", type=int, default=0, show_default=True)
+@click.pass_obj
+def infra_smoke(infra_obj: object, messages: int, topology: str, port_offset: int) -> None:
+    """Bring both brokers up fresh, send MESSAGES sequenced messages through each and consume
+    them all, report, and bring everything down again (whatever happens)."""
+    from bench.infra.manager import Infra
+    from bench.infra.topology import BROKERS, InfraSettings, Topology
+
+    assert isinstance(infra_obj, Infra)
+    settings = InfraSettings(
+        brokers=BROKERS, topology=cast("Topology", topology), port_offset=port_offset
+    )
+    try:
+        timings = infra_obj.up(settings, fresh=True, progress=_echo_progress)
+        for b in BROKERS:
+            click.echo(f"{b}: up ({topology}) in {timings[b]['start_to_healthy_s']:.1f} s")
+            for trip in infra_obj.check_health(b, messages=messages):
+                rate = trip.sent / trip.seconds if trip.seconds else 0.0
+                click.echo(
+                    f"  round trip: sent {trip.sent}, acked {trip.acked}, "
+                    f"received {trip.received} distinct, {trip.duplicates} duplicates, "
+                    f"{trip.seconds:.1f} s ({rate:.0f} msg/s end to end)"
+                )
+    finally:
+        stopped = infra_obj.down()
+        click.echo(f"stopped {len(stopped)} process(es)")
 
 
 def main() -> None:

@@ -9,11 +9,13 @@ it owns a namespace, a RocketMQ proxy long before it has a route.
 from __future__ import annotations
 
 import json
+import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from bench.errors import BrokerStartError, BrokerUnavailable
 from bench.infra.ports import accepts
@@ -45,9 +47,7 @@ def wait_ready(spec: ProcessSpec, record: ProcessRecord, timeout_s: float) -> fl
         time.sleep(0.2)
 
 
-def poll(
-    what: str, check: Callable[[], bool], timeout_s: float, interval_s: float = 0.5
-) -> float:
+def poll(what: str, check: Callable[[], bool], timeout_s: float, interval_s: float = 0.5) -> float:
     """Call ``check`` until it returns True; raise :class:`BrokerUnavailable` at the deadline.
 
     Exceptions from ``check`` count as "not yet" and the last one is reported.
@@ -58,7 +58,7 @@ def poll(
         try:
             if check():
                 return time.monotonic() - started
-        except Exception as exc:  # noqa: BLE001 - any failure is "not ready yet"
+        except Exception as exc:
             last = exc
         if time.monotonic() - started >= timeout_s:
             why = f": {type(last).__name__}: {last}" if last else ""
@@ -68,7 +68,7 @@ def poll(
 
 def http_get_json(url: str, timeout_s: float = 5.0) -> object:
     """GET ``url`` and decode JSON (raises on HTTP errors)."""
-    with urllib.request.urlopen(url, timeout=timeout_s) as resp:  # noqa: S310 - loopback URLs
+    with urllib.request.urlopen(url, timeout=timeout_s) as resp:
         return json.loads(resp.read().decode())
 
 
@@ -82,102 +82,195 @@ def pulsar_namespace_ready(admin_url: str, timeout_s: float) -> float:
     return poll(f"Pulsar namespace public/default at {admin_url}", check, timeout_s)
 
 
-def pulsar_round_trip(service_url: str, timeout_s: float, messages: int = 1) -> float:
-    """Produce ``messages`` to a fresh subscription and consume them all; return seconds."""
+@dataclass(frozen=True)
+class RoundTrip:
+    """What a sequenced produce/consume round trip saw."""
+
+    sent: int
+    acked: int
+    received: int  # distinct sequence numbers that came back
+    duplicates: int
+    seconds: float
+
+    @property
+    def complete(self) -> bool:
+        return self.acked == self.sent and self.received == self.sent
+
+
+def _seq_of(token: bytes, body: bytes) -> int | None:
+    if not body.startswith(token + b":"):
+        return None  # a message from another round trip: not ours to count
+    return int(body[len(token) + 1 :].split(b":", 1)[0])
+
+
+def pulsar_round_trip(
+    service_url: str, timeout_s: float, messages: int = 1, topic: str = HEALTH_TOPIC
+) -> RoundTrip:
+    """Send ``messages`` sequenced messages asynchronously, consume them on a fresh
+    subscription, and count what came back. Raises :class:`BrokerUnavailable` on a timeout."""
     import pulsar  # heavy import, only when a Pulsar broker is checked
 
     started = time.monotonic()
-    topic = f"persistent://public/default/{HEALTH_TOPIC}"
+    full_topic = topic if "://" in topic else f"persistent://public/default/{topic}"
     client = pulsar.Client(
         service_url,
         operation_timeout_seconds=max(5, int(timeout_s)),
         logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Error),
     )
+    acked = 0
+    lock = threading.Lock()
+
+    def on_ack(res: object, _msg_id: object) -> None:
+        # Runs on the client's thread: it must never raise (that would kill the process).
+        nonlocal acked
+        if res == pulsar.Result.Ok:
+            with lock:
+                acked += 1
+
     try:
         sub = client.subscribe(
-            topic, f"health-{uuid.uuid4().hex[:8]}", initial_position=pulsar.InitialPosition.Latest
+            full_topic,
+            f"health-{uuid.uuid4().hex[:8]}",
+            initial_position=pulsar.InitialPosition.Latest,
+            receiver_queue_size=1000,
         )
-        producer = client.create_producer(topic, send_timeout_millis=int(timeout_s * 1000))
+        producer = client.create_producer(
+            full_topic, send_timeout_millis=int(timeout_s * 1000), block_if_queue_full=True
+        )
         token = uuid.uuid4().hex.encode()
         for i in range(messages):
-            producer.send(token + b":%d" % i)
-        seen = 0
+            producer.send_async(token + b":%d" % i, on_ack)
+        producer.flush()
+        seen: set[int] = set()
+        duplicates = 0
         deadline = time.monotonic() + timeout_s
-        while seen < messages:
+        while len(seen) < messages:
             remaining_ms = int((deadline - time.monotonic()) * 1000)
             if remaining_ms <= 0:
                 raise BrokerUnavailable(
-                    f"Pulsar at {service_url}: {seen}/{messages} health messages came back "
+                    f"Pulsar at {service_url}: {len(seen)}/{messages} messages came back "
                     f"within {timeout_s:.0f} s"
                 )
             msg = sub.receive(timeout_millis=remaining_ms)
             sub.acknowledge(msg)
-            if msg.data().startswith(token):
-                seen += 1
+            seq = _seq_of(token, msg.data())
+            if seq is None:
+                continue
+            if seq in seen:
+                duplicates += 1
+            seen.add(seq)
         sub.unsubscribe()
     except pulsar.Timeout as exc:
         raise BrokerUnavailable(f"Pulsar at {service_url} timed out: {exc}") from exc
     finally:
         client.close()
-    return time.monotonic() - started
+    return RoundTrip(messages, acked, len(seen), duplicates, time.monotonic() - started)
 
 
-def rocketmq_create_topic(broker_addrs: list[str], namesrv: str, topic: str, timeout_s: float) -> None:
+def rocketmq_create_topic(
+    broker_addrs: list[str], namesrv: str, topic: str, timeout_s: float
+) -> None:
     """Create ``topic`` on every master and wait until the name server routes it."""
     from bench.protocol.remoting import RemotingClient
 
-    for addr in broker_addrs:
-        with RemotingClient(addr, timeout_s=timeout_s) as client:
-            client.create_topic(topic)
+    client = RemotingClient(namesrv, timeout=min(timeout_s, 10.0), admin_timeout=timeout_s)
+    try:
+        for addr in broker_addrs:
 
-    def routed() -> bool:
-        with RemotingClient(namesrv, timeout_s=timeout_s) as client:
-            route = client.get_route(topic)
-        return len(route.broker_addrs()) == len(broker_addrs)
+            def create(a: str = addr) -> bool:
+                client.create_topic(a, topic)
+                return True
 
-    poll(f"route of {topic} at name server {namesrv}", routed, timeout_s)
+            poll(f"topic creation on RocketMQ broker {addr}", create, timeout_s)
+
+        def routed() -> bool:
+            client.invalidate_route(topic)
+            return len(client.get_route(topic).broker_addrs()) == len(broker_addrs)
+
+        poll(f"route of {topic} at name server {namesrv}", routed, timeout_s)
+    finally:
+        client.close()
 
 
 def rocketmq_round_trip(
-    grpc_endpoint: str, broker_addrs: list[str], namesrv: str, timeout_s: float
-) -> float:
-    """Create the health topic, send through the gRPC proxy, receive it back; return seconds."""
-    from rocketmq import ClientConfiguration, Credentials, FilterExpression, Message, Producer
-    from rocketmq import SimpleConsumer
+    grpc_endpoint: str,
+    broker_addrs: list[str],
+    namesrv: str,
+    timeout_s: float,
+    messages: int = 1,
+    topic: str = HEALTH_TOPIC,
+) -> RoundTrip:
+    """Create ``topic``, send ``messages`` sequenced messages through the gRPC proxy (async),
+    receive them with a SimpleConsumer of a new group, and count what came back."""
+    from rocketmq import (
+        ClientConfiguration,
+        Credentials,
+        FilterExpression,
+        Message,
+        Producer,
+        SimpleConsumer,
+    )
 
     started = time.monotonic()
-    rocketmq_create_topic(broker_addrs, namesrv, HEALTH_TOPIC, timeout_s)
-    config = ClientConfiguration(grpc_endpoint, Credentials(), request_timeout=max(3, int(timeout_s / 4)))
+    rocketmq_create_topic(broker_addrs, namesrv, topic, timeout_s)
+    config = ClientConfiguration(
+        grpc_endpoint, Credentials(), request_timeout=max(3, int(timeout_s / 4))
+    )
     group = f"health-{uuid.uuid4().hex[:8]}"
-    consumer = SimpleConsumer(config, group, {HEALTH_TOPIC: FilterExpression()}, await_duration=2)
-    producer = Producer(config, (HEALTH_TOPIC,))
+    consumer = SimpleConsumer(config, group, {topic: FilterExpression()}, await_duration=2)
+    producer = Producer(config, (topic,))
     try:
         consumer.startup()
         producer.startup()
         # A new group starts at the queue's end: one empty receive pins that before the send.
-        consumer.receive(16, 15)
-        token = uuid.uuid4().hex
-        msg = Message()
-        msg.topic = HEALTH_TOPIC
-        msg.body = token.encode()
-        producer.send(msg)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            for got in consumer.receive(16, 15) or []:
-                consumer.ack(got)
-                if got.body == token.encode():
-                    return time.monotonic() - started
-        raise BrokerUnavailable(
-            f"RocketMQ at {grpc_endpoint}: the health message did not come back within "
-            f"{timeout_s:.0f} s"
+        # In cluster mode the proxy answers a receive that beats the client's settings (sent
+        # over the telemetry stream) with a NullPointerException, so retry until it is known.
+        poll(
+            f"RocketMQ consumer settings at {grpc_endpoint}",
+            lambda: consumer.receive(32, 15) is not None or True,
+            timeout_s,
         )
+        token = uuid.uuid4().hex.encode()
+        futures = []
+        for i in range(messages):
+            msg = Message()
+            msg.topic = topic
+            msg.body = token + b":%d" % i
+            futures.append(producer.send_async(msg))
+        acked = 0
+        for fut in futures:
+            try:
+                fut.result(timeout=timeout_s)
+                acked += 1
+            except Exception:
+                pass
+        seen: set[int] = set()
+        duplicates = 0
+        deadline = time.monotonic() + timeout_s
+        while len(seen) < acked and time.monotonic() < deadline:
+            for got in consumer.receive(32, 15) or []:
+                consumer.ack(got)
+                seq = _seq_of(token, got.body)
+                if seq is None:
+                    continue
+                if seq in seen:
+                    duplicates += 1
+                seen.add(seq)
+        if len(seen) < acked:
+            raise BrokerUnavailable(
+                f"RocketMQ at {grpc_endpoint}: {len(seen)}/{acked} acknowledged messages came "
+                f"back within {timeout_s:.0f} s"
+            )
     except BrokerUnavailable:
         raise
     except Exception as exc:
-        raise BrokerUnavailable(f"RocketMQ round trip through {grpc_endpoint} failed: {exc}") from exc
+        raise BrokerUnavailable(
+            f"RocketMQ round trip through {grpc_endpoint} failed: {exc}"
+        ) from exc
     finally:
         producer.shutdown()
         consumer.shutdown()
+    return RoundTrip(messages, acked, len(seen), duplicates, time.monotonic() - started)
 
 
 def probe_error(exc: BaseException) -> str:

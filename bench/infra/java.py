@@ -68,6 +68,7 @@ def find_java() -> JavaRuntime:
         major = int(match.group(2))
     if major < MIN_JAVA:
         raise EnvironmentProblem(
-            f"{exe} is Java {major}; the brokers need Java {MIN_JAVA}+ (set JAVA_HOME to a newer JDK)"
+            f"{exe} is Java {major}; the brokers need Java {MIN_JAVA}+ "
+            "(set JAVA_HOME to a newer JDK)"
         )
     return JavaRuntime(executable=exe, major=major, version=match.group(0))

@@ -14,8 +14,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
-from bench.errors import BenchError, BrokerStartError, ConfigError
+import psutil
+
+from bench.errors import BenchError, BrokerStartError, BrokerUnavailable, ConfigError
 from bench.infra import health
 from bench.infra.artifacts import ensure_classpath, pinned_version
 from bench.infra.java import find_java
@@ -47,11 +50,33 @@ def _quiet(_: str) -> None:
 class BrokerState:
     """One broker's part of the state file."""
 
-    endpoints: dict[str, object]
-    specs: list[dict[str, object]]
+    endpoints: dict[str, Any]
+    specs: list[dict[str, Any]]
     records: dict[str, dict[str, float | int | str]] = field(default_factory=dict)
     version: str = ""
     timings: dict[str, float] = field(default_factory=dict)
+
+
+def _non_loopback_listeners(rec: ProcessRecord) -> list[str]:
+    """Listening sockets of a process that are not bound to loopback (``addr:port``).
+
+    RocketMQ 5.3.3 has no setting to bind its proxy's gRPC and remoting servers or the broker's
+    HA port to an address; they listen on every interface. Status shows them rather than hide it.
+    """
+    proc = rec.process()
+    if proc is None:
+        return []
+    try:
+        conns = proc.net_connections(kind="inet")
+    except psutil.Error:
+        return []
+    out = []
+    for c in conns:
+        if c.status == psutil.CONN_LISTEN and c.laddr:
+            ip = c.laddr.ip
+            if not (ip.startswith("127.") or ip in ("::1", "::ffff:127.0.0.1")):
+                out.append(f"{ip}:{c.laddr.port}")
+    return sorted(set(out))
 
 
 class Infra:
@@ -62,7 +87,7 @@ class Infra:
         self.state_path = self.root / "state.json"
 
     # -- state -----------------------------------------------------------------------------
-    def _load(self) -> dict[str, object]:
+    def _load(self) -> dict[str, Any]:
         if not self.state_path.is_file():
             return {"schema_version": STATE_SCHEMA_VERSION, "brokers": {}}
         try:
@@ -76,16 +101,14 @@ class Infra:
             )
         return dict(data)
 
-    def _save(self, data: dict[str, object]) -> None:
+    def _save(self, data: dict[str, Any]) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = self.state_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
         os.replace(tmp, self.state_path)
 
-    def _brokers(self, data: dict[str, object]) -> dict[str, dict[str, object]]:
-        brokers = data.setdefault("brokers", {})
-        assert isinstance(brokers, dict)
-        return brokers
+    def _brokers(self, data: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        return cast(dict[str, dict[str, Any]], data.setdefault("brokers", {}))
 
     def settings(self) -> InfraSettings | None:
         """The settings of the running infra, if any."""
@@ -103,7 +126,7 @@ class Infra:
             raise BrokerStartError(
                 f"{broker} is not up in {self.root}; run `bench infra up {broker}` first"
             )
-        raw = dict(entry["endpoints"])  # type: ignore[call-overload]
+        raw = dict(entry["endpoints"])
         raw["admin_urls"] = tuple(raw.get("admin_urls", ()))
         return Endpoints(**raw)
 
@@ -111,15 +134,16 @@ class Infra:
         """Every process this infra started and still tracks, by name."""
         out: dict[str, ProcessRecord] = {}
         for entry in self._brokers(self._load()).values():
-            for name, rec in entry.get("records", {}).items():  # type: ignore[union-attr]
-                out[name] = ProcessRecord(name, int(rec["pid"]), float(rec["create_time"]),
-                                          float(rec["started_at"]))
+            for name, rec in entry.get("records", {}).items():
+                out[name] = ProcessRecord(
+                    name, int(rec["pid"]), float(rec["create_time"]), float(rec["started_at"])
+                )
         return out
 
     def specs(self) -> dict[str, ProcessSpec]:
         out: dict[str, ProcessSpec] = {}
         for entry in self._brokers(self._load()).values():
-            for raw in entry.get("specs", []):  # type: ignore[union-attr]
+            for raw in entry.get("specs", []):
                 spec = ProcessSpec.from_json(raw)
                 out[spec.name] = spec
         return out
@@ -139,8 +163,11 @@ class Infra:
         if rec is None:
             records.pop(name, None)
         else:
-            records[name] = {"pid": rec.pid, "create_time": rec.create_time,
-                             "started_at": rec.started_at}
+            records[name] = {
+                "pid": rec.pid,
+                "create_time": rec.create_time,
+                "started_at": rec.started_at,
+            }
         self._save(data)
 
     # -- up / down -------------------------------------------------------------------------
@@ -163,13 +190,20 @@ class Infra:
                 "run `bench infra down` first"
             )
         java = find_java()
-        data = {"schema_version": STATE_SCHEMA_VERSION, "brokers": {},
-                "settings": settings.to_json(), "java": java.version, "started_at": time.time()}
+        data = {
+            "schema_version": STATE_SCHEMA_VERSION,
+            "brokers": {},
+            "settings": settings.to_json(),
+            "java": java.version,
+            "started_at": time.time(),
+        }
         self._save(data)
         timings: dict[str, dict[str, float]] = {}
         try:
             for broker in settings.brokers:
-                timings[broker] = self._up_broker(broker, settings, java.executable, fresh, progress)
+                timings[broker] = self._up_broker(
+                    broker, settings, java.executable, fresh, progress
+                )
         except BaseException:
             progress("start failed; stopping what was started")
             self.down()
@@ -212,8 +246,11 @@ class Infra:
         progress(f"checking {broker} with a produce/consume round trip")
         self.check_health(broker)
         done = time.monotonic()
-        timings = {"resolve_s": resolve_s, "start_to_healthy_s": done - t_start,
-                   "total_s": done - t0}
+        timings = {
+            "resolve_s": resolve_s,
+            "start_to_healthy_s": done - t_start,
+            "total_s": done - t0,
+        }
         data = self._load()
         entry = self._brokers(data)[broker]
         entry["timings"] = timings
@@ -221,7 +258,9 @@ class Infra:
         progress(f"{broker} healthy in {timings['start_to_healthy_s']:.1f} s")
         return timings
 
-    def _start_ready(self, spec: ProcessSpec, timeout_s: float = PROCESS_READY_TIMEOUT_S) -> ProcessRecord:
+    def _start_ready(
+        self, spec: ProcessSpec, timeout_s: float = PROCESS_READY_TIMEOUT_S
+    ) -> ProcessRecord:
         record = start(spec)
         self._set_record(record, spec.name)
         health.wait_ready(spec, record, timeout_s)
@@ -232,32 +271,57 @@ class Infra:
         Path(spec.cwd).mkdir(parents=True, exist_ok=True)
         with open(spec.log, "ab") as log:
             try:
-                out = subprocess.run(list(spec.argv), cwd=spec.cwd, stdout=log,
-                                     stderr=subprocess.STDOUT, timeout=timeout_s, check=False,
-                                     env={**os.environ, **spec.env})
+                out = subprocess.run(
+                    list(spec.argv),
+                    cwd=spec.cwd,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    timeout=timeout_s,
+                    check=False,
+                    env={**os.environ, **spec.env},
+                )
             except subprocess.TimeoutExpired as exc:
-                raise BrokerStartError(f"{spec.name} did not finish within {timeout_s:.0f} s") from exc
+                raise BrokerStartError(
+                    f"{spec.name} did not finish within {timeout_s:.0f} s"
+                ) from exc
         if out.returncode != 0:
             raise BrokerStartError(
                 f"{spec.name} failed (exit {out.returncode}); last lines of {spec.log}:\n"
                 f"{tail(spec.log)}"
             )
 
-    def check_health(self, broker: Broker, timeout_s: float = HEALTH_TIMEOUT_S) -> float:
-        """Round trip through the real client (and the proxy, if one runs); return seconds."""
+    def check_health(
+        self, broker: Broker, timeout_s: float = HEALTH_TIMEOUT_S, messages: int = 1
+    ) -> list[health.RoundTrip]:
+        """Round trips through the real client (direct, and via the Pulsar proxy when it runs).
+
+        Raises :class:`BrokerUnavailable` unless every message sent was acknowledged and came
+        back.
+        """
         ep = self.endpoints(broker)
-        started = time.monotonic()
+        trips: list[tuple[str, health.RoundTrip]] = []
         if broker == "pulsar":
             for url in ep.admin_urls:
                 health.pulsar_namespace_ready(url, timeout_s)
-            health.pulsar_round_trip(ep.service_url, timeout_s)
-            if ep.proxy_url:
-                health.pulsar_round_trip(ep.proxy_url, timeout_s)
-        else:
-            health.rocketmq_round_trip(
-                ep.grpc_endpoint, list(ep.broker_addrs.values()), ep.namesrv, timeout_s
+            trips.append(
+                (ep.service_url, health.pulsar_round_trip(ep.service_url, timeout_s, messages))
             )
-        return time.monotonic() - started
+            if ep.proxy_url:
+                trips.append(
+                    (ep.proxy_url, health.pulsar_round_trip(ep.proxy_url, timeout_s, messages))
+                )
+        else:
+            trip = health.rocketmq_round_trip(
+                ep.grpc_endpoint, list(ep.broker_addrs.values()), ep.namesrv, timeout_s, messages
+            )
+            trips.append((ep.grpc_endpoint, trip))
+        for where, trip in trips:
+            if not trip.complete:
+                raise BrokerUnavailable(
+                    f"{broker} via {where}: sent {trip.sent}, acknowledged {trip.acked}, "
+                    f"came back {trip.received}"
+                )
+        return [trip for _, trip in trips]
 
     def down(self, timeout_s: float = 60.0) -> list[str]:
         """Stop every process this infra started (reverse start order); return their names."""
@@ -269,7 +333,7 @@ class Infra:
                 stop(rec, timeout_s)
                 stopped.append(name)
                 self._set_record(None, name)
-            except Exception as exc:  # noqa: BLE001 - keep stopping the others
+            except Exception as exc:
                 errors.append(f"{name}: {exc}")
         ports = [p for s in specs.values() for p in s.ports.values()]
         busy = wait_closed(ports, 15.0)
@@ -284,23 +348,28 @@ class Infra:
         return stopped
 
     # -- status ----------------------------------------------------------------------------
-    def status(self) -> list[dict[str, object]]:
+    def status(self) -> list[dict[str, Any]]:
         """One row per tracked process: name, pid, alive, ports (accepting or not), data dir."""
-        rows: list[dict[str, object]] = []
+        rows: list[dict[str, Any]] = []
         records = self.records()
         for name, spec in self.specs().items():
             rec = records.get(name)
             alive = bool(rec and rec.alive())
-            rows.append({
-                "name": name,
-                "pid": rec.pid if rec else None,
-                "alive": alive,
-                "ports": {label: {"port": p, "accepting": alive and accepts(p)}
-                          for label, p in spec.ports.items()},
-                "ready": alive and (spec.ready_port is None or accepts(spec.ready_port)),
-                "data_dir": spec.data_dirs[0] if spec.data_dirs else spec.cwd,
-                "log": spec.log,
-            })
+            rows.append(
+                {
+                    "name": name,
+                    "pid": rec.pid if rec else None,
+                    "alive": alive,
+                    "ports": {
+                        label: {"port": p, "accepting": alive and accepts(p)}
+                        for label, p in spec.ports.items()
+                    },
+                    "ready": alive and (spec.ready_port is None or accepts(spec.ready_port)),
+                    "exposed": _non_loopback_listeners(rec) if rec and alive else [],
+                    "data_dir": spec.data_dirs[0] if spec.data_dirs else spec.cwd,
+                    "log": spec.log,
+                }
+            )
         return rows
 
     def log_path(self, name: str) -> Path:

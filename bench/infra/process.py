@@ -223,7 +223,7 @@ class Supervisor:
             restarts += 1
             try:
                 self.record = self._restart(self.name)
-            except Exception as exc:  # noqa: BLE001 - reported as an event, the thread goes on
+            except Exception as exc:
                 self.events.append(
                     SupervisorEvent(self.name, "restart_failed", time.time(), detail=str(exc))
                 )

@@ -70,7 +70,10 @@ PULSAR_PROPS = (
     "-Dbookkeeper.metadata.client.drivers="
     "org.apache.pulsar.metadata.bookkeeper.PulsarMetadataClientDriver",
 )
-ROCKETMQ_OPTS = ("--add-exports=java.base/sun.nio.ch=ALL-UNNAMED", "-Djava.net.preferIPv4Stack=true")
+ROCKETMQ_OPTS = (
+    "--add-exports=java.base/sun.nio.ch=ALL-UNNAMED",
+    "-Djava.net.preferIPv4Stack=true",
+)
 
 
 @dataclass(frozen=True)
@@ -95,9 +98,7 @@ class InfraSettings:
             if b not in BROKERS:
                 raise ConfigError(f"unknown broker {b!r}; known: {', '.join(BROKERS)}")
         if self.topology not in TOPOLOGIES:
-            raise ConfigError(
-                f"unknown topology {self.topology!r}; known: {', '.join(TOPOLOGIES)}"
-            )
+            raise ConfigError(f"unknown topology {self.topology!r}; known: {', '.join(TOPOLOGIES)}")
         if not 0 <= self.port_offset <= 40000:
             raise ConfigError(f"port offset {self.port_offset} must be within 0..40000")
 
@@ -205,11 +206,17 @@ def pulsar_plan(settings: InfraSettings, root: Path, java: str, classpath: str) 
             *_jvm(java, "pulsar/standalone", logs, max(settings.heap_mb, 1024), 1024),
             *base,
             "org.apache.pulsar.PulsarStandaloneStarter",
-            "--config", str(cfg), "-nfw", "-nss",
-            "--metadata-dir", str(data / "metadata"),
-            "--bookkeeper-dir", str(data / "bookkeeper"),
-            "-a", "127.0.0.1",
-        ]  # fmt: skip
+            "--config",
+            str(cfg),
+            "-nfw",
+            "-nss",
+            "--metadata-dir",
+            str(data / "metadata"),
+            "--bookkeeper-dir",
+            str(data / "bookkeeper"),
+            "-a",
+            "127.0.0.1",
+        ]
         specs.append(
             ProcessSpec(
                 name="pulsar/standalone",
@@ -254,12 +261,17 @@ def pulsar_plan(settings: InfraSettings, root: Path, java: str, classpath: str) 
                 *_jvm(java, "pulsar/init-metadata", logs, 256),
                 *base,
                 "org.apache.pulsar.PulsarClusterMetadataSetup",
-                "--cluster", cluster,
-                "--metadata-store", f"zk:127.0.0.1:{zk}",
-                "--configuration-metadata-store", f"zk:127.0.0.1:{zk}",
-                "--web-service-url", f"http://127.0.0.1:{w1},127.0.0.1:{w2}",
-                "--broker-service-url", f"pulsar://127.0.0.1:{b1},127.0.0.1:{b2}",
-            ),  # fmt: skip
+                "--cluster",
+                cluster,
+                "--metadata-store",
+                f"zk:127.0.0.1:{zk}",
+                "--configuration-metadata-store",
+                f"zk:127.0.0.1:{zk}",
+                "--web-service-url",
+                f"http://127.0.0.1:{w1},127.0.0.1:{w2}",
+                "--broker-service-url",
+                f"pulsar://127.0.0.1:{b1},127.0.0.1:{b2}",
+            ),
             cwd=str(root / "data"),
             log=str(logs / "init-metadata.log"),
         )
@@ -376,7 +388,10 @@ def rocketmq_plan(settings: InfraSettings, root: Path, java: str, classpath: str
     logs, conf = root / "logs", root / "conf"
     cluster = "DefaultCluster"
     ns = port(settings, "rocketmq.namesrv")
-    grpc, remoting = port(settings, "rocketmq.proxy.grpc"), port(settings, "rocketmq.proxy.remoting")
+    grpc, remoting = (
+        port(settings, "rocketmq.proxy.grpc"),
+        port(settings, "rocketmq.proxy.remoting"),
+    )
     flush = "SYNC_FLUSH" if settings.durability == "sync" else "ASYNC_FLUSH"
 
     def rmq_jvm(name: str, role: str, heap: int, home: Path) -> list[str]:
@@ -392,7 +407,9 @@ def rocketmq_plan(settings: InfraSettings, root: Path, java: str, classpath: str
 
     env = {"ROCKETMQ_HOME": str(root)}
     ns_data = root / "data" / "namesrv"
-    ns_cfg = render("rocketmq/namesrv.conf", conf / "namesrv.conf", namesrv_port=ns, data_dir=ns_data)
+    ns_cfg = render(
+        "rocketmq/namesrv.conf", conf / "namesrv.conf", namesrv_port=ns, data_dir=ns_data
+    )
     specs = [
         ProcessSpec(
             name="rocketmq/namesrv",
@@ -453,8 +470,13 @@ def rocketmq_plan(settings: InfraSettings, root: Path, java: str, classpath: str
                 argv=(
                     *rmq_jvm("rocketmq/broker", "proxy", settings.heap_mb + 256, bdir),
                     "org.apache.rocketmq.proxy.ProxyStartup",
-                    "-pm", "local", "-bc", str(cfg), "-pc", str(proxy_cfg),
-                ),  # fmt: skip
+                    "-pm",
+                    "local",
+                    "-bc",
+                    str(cfg),
+                    "-pc",
+                    str(proxy_cfg),
+                ),
                 cwd=str(bdir),
                 log=str(logs / "broker.log"),
                 ports={**broker_ports("rocketmq broker", lp), **proxy_ports},
@@ -489,8 +511,11 @@ def rocketmq_plan(settings: InfraSettings, root: Path, java: str, classpath: str
                 argv=(
                     *rmq_jvm("rocketmq/proxy", "proxy", 512, pdir),
                     "org.apache.rocketmq.proxy.ProxyStartup",
-                    "-pm", "cluster", "-pc", str(proxy_cfg),
-                ),  # fmt: skip
+                    "-pm",
+                    "cluster",
+                    "-pc",
+                    str(proxy_cfg),
+                ),
                 cwd=str(pdir),
                 log=str(logs / "proxy.log"),
                 ports=proxy_ports,
