@@ -1,0 +1,754 @@
+"""The scenario model: what a ``scenarios/*.yaml`` file may say, and how it expands into steps.
+
+A scenario file names one of four kinds (DESIGN.md section 3) and holds two profiles, ``quick``
+(minutes, for tests and nightly CI) and ``full`` (the real curve). Each profile carries the
+kind's parameters; the lists in a profile are *sweeps*, and :func:`expand_steps` turns a profile
+into the ordered list of :class:`Step` objects the runner executes, one per broker per sweep
+point.
+
+Validation is strict on purpose (STYLE.md, "Validate at the edge"): unknown keys, wrong types
+(``"10"`` is not an integer, ``yes`` is not a rate) and impossible values are errors. Checks
+that concern one key raise plain pydantic errors; checks that relate several keys raise
+:class:`FieldProblem`, which names the key to blame so that the loader can point at its line.
+
+Units are in the key names: ``_s`` seconds, ``_ms`` milliseconds, ``_per_s`` per second,
+``message_size`` bytes. ``duration_s`` is the whole step *including* ``warmup_s``; the figures
+cover only ``duration_s - warmup_s`` (DESIGN.md section 4: warm-up is measured, not reported).
+
+Common knobs: ``warmup_s``, ``duration_s`` and ``message_size`` may be written once at the top
+level and are then inherited by both profiles; a profile that sets one overrides it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from bench.errors import ConfigError
+
+SCHEMA_VERSIONS: tuple[int, ...] = (1,)
+"""The ``schema_version`` values this build understands."""
+
+Kind = Literal["topic-growth", "send-frequency", "subscribe-frequency", "kill-9-recovery"]
+BrokerName = Literal["pulsar", "rocketmq"]
+Topology = Literal["standalone", "cluster"]
+ProfileName = Literal["quick", "full"]
+TopicMode = Literal["precreate", "autocreate", "create_under_load"]
+SendMode = Literal["sync", "async", "oneway"]
+ConnectionMode = Literal["shared", "per_producer", "per_batch"]
+RestartPolicy = Literal["manual", "supervised", "none"]
+ClientPath = Literal["direct", "proxy"]
+
+KINDS: tuple[str, ...] = get_args(Kind)
+BROKERS: tuple[str, ...] = get_args(BrokerName)
+PROFILES: tuple[str, ...] = get_args(ProfileName)
+
+# Every payload carries run id, producer id, sequence number and send timestamp (DESIGN.md
+# section 4), so smaller messages cannot hold the ledger's header.
+MIN_MESSAGE_SIZE = 64
+# RocketMQ's default maxMessageSize is 4 MiB (Pulsar's is 5 MB): larger payloads would measure a
+# rejection, not a broker.
+MAX_MESSAGE_SIZE = 4 * 1024 * 1024
+# A ramp with a factor near 1 would expand into thousands of steps; this is a typo guard.
+MAX_RAMP_STEPS = 64
+COMMON_KNOBS: tuple[str, ...] = ("warmup_s", "duration_s", "message_size")
+
+PositiveInt = Annotated[int, Field(gt=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+NonNegativeFloat = Annotated[float, Field(ge=0)]
+MessageSize = Annotated[int, Field(ge=MIN_MESSAGE_SIZE, le=MAX_MESSAGE_SIZE)]
+
+
+class FieldProblem(ValueError):
+    """A value error that names the key (relative to the validated model) it is about.
+
+    Pydantic reports a model validator's error at the model itself; the loader appends
+    ``keys`` to that location so the message points at the offending key's line.
+    """
+
+    def __init__(self, keys: Sequence[str | int], message: str) -> None:
+        super().__init__(message)
+        self.keys: tuple[str | int, ...] = tuple(keys)
+
+
+class _Strict(BaseModel):
+    """Base of every scenario model: unknown keys are errors, no silent type coercion."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
+
+    unknown_key_hints: ClassVar[dict[str, str]] = {}
+    """Extra advice the loader adds when one of these keys is written here by mistake."""
+
+
+def _check_unique(values: Sequence[Any]) -> None:
+    seen: set[Any] = set()
+    for i, value in enumerate(values):
+        if value in seen:
+            raise FieldProblem((i,), f"duplicate value {value!r}: each sweep point runs once")
+        seen.add(value)
+
+
+def _check_increasing(values: Sequence[float]) -> None:
+    # Curves are read left to right and topic-growth adds topics to the previous step's, so a
+    # load axis must be written in increasing order.
+    for i in range(1, len(values)):
+        if values[i] <= values[i - 1]:
+            raise FieldProblem(
+                (i,),
+                f"must be strictly increasing: {_fmt(values[i])} follows {_fmt(values[i - 1])}",
+            )
+
+
+class ProfileBase(_Strict):
+    """Knobs every profile has; ``message_size`` may be inherited from the top level."""
+
+    warmup_s: NonNegativeFloat
+    message_size: MessageSize
+
+
+class _TimedProfile(ProfileBase):
+    """A profile whose steps run for a fixed time each."""
+
+    duration_s: PositiveFloat
+
+    @model_validator(mode="after")
+    def _warmup_inside_duration(self) -> _TimedProfile:
+        if self.warmup_s >= self.duration_s:
+            raise FieldProblem(
+                ("warmup_s",),
+                f"warmup_s ({_fmt(self.warmup_s)} s) must be shorter than duration_s "
+                f"({_fmt(self.duration_s)} s): warm-up is excluded, so nothing would be measured",
+            )
+        return self
+
+
+class TopicGrowthProfile(_TimedProfile):
+    """Parameters of one ``topic-growth`` profile.
+
+    Each step brings the topic count up to the next value of ``topic_counts`` (topics of earlier
+    steps are kept), then runs the steady load on ``active_topics`` of them for ``duration_s``.
+    """
+
+    topic_counts: list[PositiveInt] = Field(min_length=1)
+    """Total topics at each step, strictly increasing."""
+    mode: TopicMode
+    """How topics come to exist: admin API first, on first use, or via the admin API while the
+    steady load runs (the seed's "topics added while the broker is running")."""
+    create_concurrency: PositiveInt
+    """Topic-creation requests in flight at once."""
+    active_topics: PositiveInt
+    """How many of the topics carry the steady load at each step."""
+    rate_per_s: PositiveFloat
+    """Steady publish rate, messages/s in total over the active topics."""
+    lookup_sample: PositiveInt
+    """Topics looked up (route/owner query) per step to measure lookup latency."""
+    lookup_timeout_s: PositiveFloat
+    """A lookup slower than this counts as a lookup timeout (Pulsar's default is 30 s)."""
+    pulsar_bundles: list[PositiveInt] = Field(min_length=1)
+    """Pulsar namespace bundle counts to sweep; each value is a fresh namespace. Unused by
+    RocketMQ."""
+
+    @field_validator("topic_counts")
+    @classmethod
+    def _counts_increase(cls, v: list[int]) -> list[int]:
+        _check_increasing(v)
+        return v
+
+    @field_validator("pulsar_bundles")
+    @classmethod
+    def _bundles_unique(cls, v: list[int]) -> list[int]:
+        _check_unique(v)
+        return v
+
+    @model_validator(mode="after")
+    def _fits_first_step(self) -> TopicGrowthProfile:
+        first = self.topic_counts[0]
+        for key in ("active_topics", "lookup_sample"):
+            value = getattr(self, key)
+            if value > first:
+                raise FieldProblem(
+                    (key,),
+                    f"{key} ({value}) exceeds the first step's topic count ({first})",
+                )
+        return self
+
+
+class Ramp(_Strict):
+    """An automatic ramp to saturation: rates ``start_per_s * factor**k`` up to ``max_per_s``.
+
+    The last rate is clamped to ``max_per_s``. At run time the ramp stops once the achieved
+    publish rate falls below ``stop_when_achieved_below`` times the offered rate.
+    """
+
+    start_per_s: PositiveFloat
+    factor: float = Field(gt=1)
+    max_per_s: PositiveFloat
+    stop_when_achieved_below: float = Field(gt=0, le=1)
+    """Fraction of the offered rate; e.g. 0.9 stops when less than 90 % was achieved."""
+
+    @model_validator(mode="after")
+    def _sane_range(self) -> Ramp:
+        if self.max_per_s < self.start_per_s:
+            raise FieldProblem(
+                ("max_per_s",),
+                f"max_per_s ({_fmt(self.max_per_s)}) is below start_per_s "
+                f"({_fmt(self.start_per_s)})",
+            )
+        if len(self.rates()) > MAX_RAMP_STEPS:
+            raise FieldProblem(
+                ("factor",),
+                f"the ramp would take more than {MAX_RAMP_STEPS} steps; "
+                "raise factor or lower max_per_s",
+            )
+        return self
+
+    def rates(self) -> list[float]:
+        """The offered rates of the ramp, increasing, the last one equal to ``max_per_s``."""
+        rates: list[float] = []
+        k = 0
+        while True:
+            # Six significant digits: step ids and charts show 3375, not 3375.0000000001, and
+            # tiny start rates do not round to equal values.
+            rate = float(f"{self.start_per_s * self.factor**k:.6g}")
+            if rate >= self.max_per_s or len(rates) > MAX_RAMP_STEPS:
+                rates.append(self.max_per_s)
+                return rates
+            rates.append(rate)
+            k += 1
+
+
+class SendFrequencyProfile(_TimedProfile):
+    """Parameters of one ``send-frequency`` profile.
+
+    Every (send mode, connection mode) pair runs the ``rates_per_s`` sweep and then the ``ramp``;
+    at least one of the two must be given. ``oneway`` steps run on RocketMQ only: Pulsar has no
+    one-way send.
+    """
+
+    rates_per_s: list[PositiveFloat] | None = Field(default=None, min_length=1)
+    """Offered rates, messages/s in total, strictly increasing."""
+    ramp: Ramp | None = None
+    send_modes: list[SendMode] = Field(min_length=1)
+    connection_modes: list[ConnectionMode] = Field(min_length=1)
+    """``shared``: one client for all producers; ``per_producer``: one client each;
+    ``per_batch``: a new connection for every ``batch_size_for_per_batch`` sends."""
+    producers: PositiveInt
+    topics: PositiveInt
+    batch_size_for_per_batch: PositiveInt | None = None
+    """Sends per connection in ``per_batch`` mode; required exactly when that mode is swept."""
+    max_in_flight: PositiveInt
+    """Unacknowledged async sends allowed per producer."""
+
+    @field_validator("rates_per_s")
+    @classmethod
+    def _rates_increase(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None:
+            _check_increasing(v)
+        return v
+
+    @field_validator("send_modes", "connection_modes")
+    @classmethod
+    def _modes_unique(cls, v: list[str]) -> list[str]:
+        _check_unique(v)
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SendFrequencyProfile:
+        if self.rates_per_s is None and self.ramp is None:
+            raise FieldProblem(
+                ("rates_per_s",),
+                "missing required key: give rates_per_s (a sweep), ramp, or both",
+            )
+        has_per_batch = "per_batch" in self.connection_modes
+        if has_per_batch and self.batch_size_for_per_batch is None:
+            raise FieldProblem(
+                ("batch_size_for_per_batch",),
+                "missing required key: connection_modes includes per_batch",
+            )
+        if not has_per_batch and self.batch_size_for_per_batch is not None:
+            raise FieldProblem(
+                ("batch_size_for_per_batch",),
+                "is set but connection_modes has no per_batch, so it would be ignored",
+            )
+        return self
+
+
+class SubscribeFrequencyProfile(_TimedProfile):
+    """Parameters of one ``subscribe-frequency`` profile.
+
+    Two sweeps under a fixed publish load: the fan-out sweep (``fanout`` subscriptions per
+    topic, no churn), then the churn sweep (``churn_per_s`` subscribe/unsubscribe operations per
+    second on short-lived subscriptions, on top of ``churn_base_fanout`` steady ones per topic).
+    """
+
+    publish_rate_per_s: PositiveFloat
+    """Fixed publish rate, messages/s in total over all topics."""
+    topics: PositiveInt
+    fanout: list[PositiveInt] = Field(min_length=1)
+    """Subscriptions per topic, strictly increasing."""
+    churn_per_s: list[PositiveFloat] = Field(min_length=1)
+    """Subscribe plus unsubscribe operations per second in total, strictly increasing."""
+    churn_base_fanout: PositiveInt
+    """Steady subscriptions per topic during the churn sweep (their consumers are measured)."""
+
+    @field_validator("fanout", "churn_per_s")
+    @classmethod
+    def _sweep_increases(cls, v: list[float]) -> list[float]:
+        _check_increasing(v)
+        return v
+
+
+_NO_DURATION = (
+    "a kill-9-recovery step has no fixed duration: it lasts kill_after_s, the restart, "
+    "observe_after_restart_s and the drain"
+)
+
+
+class KillRecoveryProfile(ProfileBase):
+    """Parameters of one ``kill-9-recovery`` profile.
+
+    A step: sequenced load at ``rate_per_s``; ``warmup_s`` in, the pre-kill baseline starts;
+    at ``kill_after_s`` the broker gets SIGKILL; it is restarted per the policy; the load runs
+    ``observe_after_restart_s`` more (after the kill, for policy ``none``); then the consumers
+    drain for up to ``drain_timeout_s`` and the loss ledger is settled.
+    """
+
+    unknown_key_hints: ClassVar[dict[str, str]] = {"duration_s": _NO_DURATION}
+
+    rate_per_s: PositiveFloat
+    """Steady publish rate, messages/s in total."""
+    producers: PositiveInt
+    topics: PositiveInt
+    kill_after_s: PositiveFloat
+    """Seconds from the step's start to the SIGKILL."""
+    restart_policy: list[RestartPolicy] = Field(min_length=1)
+    """Policies to sweep: ``manual`` (restart after ``manual_restart_after_s``), ``supervised``
+    (restart as soon as the process is seen dead), ``none`` (cluster only: fail over)."""
+    manual_restart_after_s: PositiveFloat | None = None
+    """Seconds from the kill to the restart; required exactly when ``manual`` is swept."""
+    paths: list[ClientPath] = Field(min_length=1)
+    """Client paths to sweep: straight to the broker, or through the broker's proxy."""
+    repetitions: int = Field(ge=1, le=100)
+    observe_after_restart_s: PositiveFloat
+    drain_timeout_s: PositiveFloat
+    pulsar_session_timeout_ms: list[PositiveInt] = Field(min_length=1)
+    """Pulsar ``metadataStoreSessionTimeoutMillis`` values to sweep (governs failover)."""
+    rocketmq_route_refresh_s: list[PositiveInt] = Field(min_length=1)
+    """RocketMQ proxy ``topicRouteServiceCacheRefreshSeconds`` values to sweep."""
+
+    @field_validator(
+        "restart_policy", "paths", "pulsar_session_timeout_ms", "rocketmq_route_refresh_s"
+    )
+    @classmethod
+    def _sweep_unique(cls, v: list[Any]) -> list[Any]:
+        _check_unique(v)
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> KillRecoveryProfile:
+        if self.warmup_s >= self.kill_after_s:
+            raise FieldProblem(
+                ("warmup_s",),
+                f"warmup_s ({_fmt(self.warmup_s)} s) must be shorter than kill_after_s "
+                f"({_fmt(self.kill_after_s)} s): the pre-kill baseline would be empty",
+            )
+        manual = "manual" in self.restart_policy
+        if manual and self.manual_restart_after_s is None:
+            raise FieldProblem(
+                ("manual_restart_after_s",),
+                "missing required key: restart_policy includes manual",
+            )
+        if not manual and self.manual_restart_after_s is not None:
+            raise FieldProblem(
+                ("manual_restart_after_s",),
+                "is set but restart_policy has no manual, so it would be ignored",
+            )
+        return self
+
+
+P = TypeVar("P", bound=ProfileBase)
+
+
+class Profiles(_Strict, Generic[P]):
+    """The two profiles every scenario has."""
+
+    quick: P
+    """Minutes per broker: for tests and nightly CI."""
+    full: P
+    """The real curve."""
+
+
+class ScenarioBase(_Strict):
+    """Keys common to every scenario file."""
+
+    profile_model: ClassVar[type[ProfileBase]]
+
+    schema_version: int
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$", max_length=80)
+    """Short identifier, used in run directories and reports."""
+    # Each kind narrows this to its own literal.
+    kind: Kind
+    description: str = Field(min_length=1, max_length=200)
+    """One line for ``bench list``."""
+    brokers: list[BrokerName] = Field(default=["pulsar", "rocketmq"], min_length=1)
+    """Brokers to run, in this order; each runs every step of the profile."""
+    topology: Topology
+    warmup_s: NonNegativeFloat | None = None
+    """Default ``warmup_s`` for both profiles."""
+    message_size: MessageSize | None = None
+    """Default payload size in bytes for both profiles."""
+    # Each kind narrows this to its own profile model.
+    profiles: Profiles[Any]
+
+    @field_validator("schema_version")
+    @classmethod
+    def _known_version(cls, v: int) -> int:
+        if v not in SCHEMA_VERSIONS:
+            understood = ", ".join(str(s) for s in SCHEMA_VERSIONS)
+            raise ValueError(
+                f"version {v} is not understood; this build reads schema_version {understood}"
+            )
+        return v
+
+    @field_validator("description")
+    @classmethod
+    def _one_line(cls, v: str) -> str:
+        v = v.strip()
+        if not v:
+            raise ValueError("must not be blank")
+        if "\n" in v:
+            raise ValueError("must be one line (it is what `bench list` shows)")
+        return v
+
+    @field_validator("brokers")
+    @classmethod
+    def _brokers_unique(cls, v: list[str]) -> list[str]:
+        _check_unique(v)
+        return v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _inherit_common_knobs(cls, data: Any) -> Any:
+        # Copy top-level defaults into each profile that lacks them, before validation, so a
+        # validated profile is complete and the runner never has to look two places.
+        if not isinstance(data, dict) or not isinstance(data.get("profiles"), dict):
+            return data
+        known = cls.profile_model.model_fields
+        inherited = {k: data[k] for k in COMMON_KNOBS if k in data and k in known}
+        if not inherited:
+            return data
+        profiles = {
+            name: {**inherited, **prof} if isinstance(prof, dict) else prof
+            for name, prof in data["profiles"].items()
+        }
+        return {**data, "profiles": profiles}
+
+    def profile(self, name: str) -> ProfileBase:
+        """The profile called ``name`` (``quick`` or ``full``)."""
+        if name not in PROFILES:
+            raise ConfigError(
+                f"{self.name}: unknown profile {name!r}; choose one of: {', '.join(PROFILES)}"
+            )
+        profile: ProfileBase = getattr(self.profiles, name)
+        return profile
+
+
+class _TimedScenario(ScenarioBase):
+    duration_s: PositiveFloat | None = None
+    """Default ``duration_s`` (per step, warm-up included) for both profiles."""
+
+
+class TopicGrowthScenario(_TimedScenario):
+    """``kind: topic-growth``: TPS, creation and lookup latency as the topic count grows."""
+
+    profile_model: ClassVar[type[ProfileBase]] = TopicGrowthProfile
+    kind: Literal["topic-growth"]
+    profiles: Profiles[TopicGrowthProfile]
+
+
+class SendFrequencyScenario(_TimedScenario):
+    """``kind: send-frequency``: TPS and latency against the offered send rate."""
+
+    profile_model: ClassVar[type[ProfileBase]] = SendFrequencyProfile
+    kind: Literal["send-frequency"]
+    profiles: Profiles[SendFrequencyProfile]
+
+    @model_validator(mode="after")
+    def _oneway_needs_rocketmq(self) -> SendFrequencyScenario:
+        if "rocketmq" in self.brokers:
+            return self
+        for name in PROFILES:
+            modes = getattr(self.profiles, name).send_modes
+            if "oneway" in modes:
+                raise FieldProblem(
+                    ("profiles", name, "send_modes", modes.index("oneway")),
+                    "oneway needs rocketmq in brokers: Pulsar has no one-way send "
+                    f"(brokers is [{', '.join(self.brokers)}])",
+                )
+        return self
+
+
+class SubscribeFrequencyScenario(_TimedScenario):
+    """``kind: subscribe-frequency``: fan-out and subscribe churn under a fixed publish load."""
+
+    profile_model: ClassVar[type[ProfileBase]] = SubscribeFrequencyProfile
+    kind: Literal["subscribe-frequency"]
+    profiles: Profiles[SubscribeFrequencyProfile]
+
+
+class KillRecoveryScenario(ScenarioBase):
+    """``kind: kill-9-recovery``: outage, client recovery and loss after a broker's SIGKILL."""
+
+    profile_model: ClassVar[type[ProfileBase]] = KillRecoveryProfile
+    unknown_key_hints: ClassVar[dict[str, str]] = {"duration_s": _NO_DURATION}
+    kind: Literal["kill-9-recovery"]
+    profiles: Profiles[KillRecoveryProfile]
+
+    @model_validator(mode="after")
+    def _none_needs_cluster(self) -> KillRecoveryScenario:
+        if self.topology == "cluster":
+            return self
+        for name in PROFILES:
+            policies = getattr(self.profiles, name).restart_policy
+            if "none" in policies:
+                raise FieldProblem(
+                    ("profiles", name, "restart_policy", policies.index("none")),
+                    "restart policy none needs topology: cluster; in standalone nothing is "
+                    "left to fail over to and the ledger could never drain",
+                )
+        return self
+
+
+Scenario = (
+    TopicGrowthScenario | SendFrequencyScenario | SubscribeFrequencyScenario | KillRecoveryScenario
+)
+"""A validated scenario of any kind."""
+
+SCENARIO_MODELS: dict[str, type[ScenarioBase]] = {
+    "topic-growth": TopicGrowthScenario,
+    "send-frequency": SendFrequencyScenario,
+    "subscribe-frequency": SubscribeFrequencyScenario,
+    "kill-9-recovery": KillRecoveryScenario,
+}
+"""The model for each ``kind``."""
+
+
+@dataclass(frozen=True)
+class Step:
+    """One point of a sweep on one broker: the unit the runner executes and stores.
+
+    ``step_id`` is unique within one scenario profile and deterministic: the same file and
+    profile always give the same ids in the same order, so a run can be resumed and two runs
+    compared step by step. It is built from the broker and the swept values only, using
+    ``[a-z0-9_.=-]``, so it is safe as a file name.
+
+    ``group``: consecutive steps with the same group build on each other and must run in order
+    on the same broker state: a topic-growth group adds topics to the previous step's (each
+    group starts from no topics, on a fresh namespace for each Pulsar bundle count); a
+    send-frequency ramp group stops at its first step whose achieved rate is below
+    ``params["stop_when_achieved_below"]`` times the offered rate. A step that stands alone has
+    ``group == step_id``.
+
+    ``params`` holds the profile's values for this point, each sweep list replaced by the
+    single value of this point; every step has ``warmup_s`` and ``message_size``, and:
+
+    - topic-growth: ``topic_count`` (total topics after this step), ``mode``,
+      ``create_concurrency``, ``active_topics``, ``rate_per_s``, ``lookup_sample``,
+      ``lookup_timeout_s``, ``duration_s``; ``pulsar_bundles`` (int) on Pulsar only.
+    - send-frequency: ``phase`` (``"sweep"`` | ``"ramp"``), ``send_mode``, ``connection_mode``,
+      ``rate_per_s`` (offered), ``producers``, ``topics``, ``max_in_flight``, ``duration_s``;
+      ``batch_size_for_per_batch`` when the connection mode is ``per_batch``;
+      ``stop_when_achieved_below`` on ramp steps.
+    - subscribe-frequency: ``sweep`` (``"fanout"`` | ``"churn"``), ``fanout`` (subscriptions per
+      topic), ``churn_per_s`` (0 in the fan-out sweep), ``publish_rate_per_s``, ``topics``,
+      ``duration_s``.
+    - kill-9-recovery: ``path``, ``restart_policy``, ``repetition`` (from 1), ``rate_per_s``,
+      ``producers``, ``topics``, ``kill_after_s``, ``observe_after_restart_s``,
+      ``drain_timeout_s``; ``manual_restart_after_s`` for policy ``manual``;
+      ``pulsar_session_timeout_ms`` on Pulsar, ``rocketmq_route_refresh_s`` on RocketMQ.
+    """
+
+    scenario: str
+    kind: Kind
+    profile: ProfileName
+    broker: BrokerName
+    topology: Topology
+    index: int
+    """Position in the expansion, from 0."""
+    step_id: str
+    group: str
+    params: dict[str, Any] = field(hash=False)
+
+
+def _fmt(value: Any) -> str:
+    """A value as it appears in step ids and messages: 1000.0 -> '1000', 0.5 -> '0.5'."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _ident(broker: str, *parts: tuple[str, Any] | str) -> str:
+    pieces = [broker]
+    for part in parts:
+        pieces.append(part if isinstance(part, str) else f"{part[0]}={_fmt(part[1])}")
+    return "-".join(pieces)
+
+
+# Each _expand_* yields (step_id, group, params) for one broker, in run order.
+_Point = tuple[str, str, dict[str, Any]]
+_SWEEPS = {
+    "topic_counts",
+    "pulsar_bundles",
+    "rates_per_s",
+    "ramp",
+    "send_modes",
+    "connection_modes",
+    "fanout",
+    "churn_per_s",
+    "churn_base_fanout",
+    "restart_policy",
+    "paths",
+    "repetitions",
+    "pulsar_session_timeout_ms",
+    "rocketmq_route_refresh_s",
+}
+
+
+def _fixed(profile: ProfileBase) -> dict[str, Any]:
+    """The profile's values that are the same at every point of its sweeps."""
+    return {k: v for k, v in profile.model_dump().items() if k not in _SWEEPS and v is not None}
+
+
+def _expand_topic_growth(p: TopicGrowthProfile, broker: str) -> Iterator[_Point]:
+    # Bundles are a Pulsar namespace setting: RocketMQ runs the topic steps once.
+    bundle_sweep: list[int | None] = list(p.pulsar_bundles) if broker == "pulsar" else [None]
+    for bundles in bundle_sweep:
+        group_parts: list[tuple[str, Any]] = [("mode", p.mode)]
+        if bundles is not None:
+            group_parts.append(("bundles", bundles))
+        group = _ident(broker, *group_parts)
+        for count in p.topic_counts:
+            params = {**_fixed(p), "topic_count": count}
+            if bundles is not None:
+                params["pulsar_bundles"] = bundles
+            yield _ident(broker, *group_parts, ("topics", count)), group, params
+
+
+def _expand_send_frequency(p: SendFrequencyProfile, broker: str) -> Iterator[_Point]:
+    fixed = _fixed(p)
+    fixed.pop("batch_size_for_per_batch", None)
+    for send_mode in p.send_modes:
+        if send_mode == "oneway" and broker != "rocketmq":
+            continue  # Pulsar has no one-way send; the model lets it through only for RocketMQ.
+        for conn in p.connection_modes:
+            base = {**fixed, "send_mode": send_mode, "connection_mode": conn}
+            if conn == "per_batch":
+                base["batch_size_for_per_batch"] = p.batch_size_for_per_batch
+            modes = (("send", send_mode), ("conn", conn))
+            for rate in p.rates_per_s or []:
+                step_id = _ident(broker, "sweep", *modes, ("rate", rate))
+                yield step_id, step_id, {**base, "phase": "sweep", "rate_per_s": rate}
+            if p.ramp is not None:
+                group = _ident(broker, "ramp", *modes)
+                for rate in p.ramp.rates():
+                    params = {
+                        **base,
+                        "phase": "ramp",
+                        "rate_per_s": rate,
+                        "stop_when_achieved_below": p.ramp.stop_when_achieved_below,
+                    }
+                    yield _ident(broker, "ramp", *modes, ("rate", rate)), group, params
+
+
+def _expand_subscribe_frequency(p: SubscribeFrequencyProfile, broker: str) -> Iterator[_Point]:
+    fixed = _fixed(p)
+    for fanout in p.fanout:
+        step_id = _ident(broker, ("fanout", fanout))
+        params = {**fixed, "sweep": "fanout", "fanout": fanout, "churn_per_s": 0.0}
+        yield step_id, step_id, params
+    for churn in p.churn_per_s:
+        step_id = _ident(broker, ("churn", churn))
+        params = {**fixed, "sweep": "churn", "fanout": p.churn_base_fanout, "churn_per_s": churn}
+        yield step_id, step_id, params
+
+
+def _expand_kill_recovery(p: KillRecoveryProfile, broker: str) -> Iterator[_Point]:
+    # Each broker sweeps only its own recovery setting; the other's does not exist for it.
+    fixed = _fixed(p)
+    fixed.pop("manual_restart_after_s", None)
+    if broker == "pulsar":
+        key, short, values = (
+            "pulsar_session_timeout_ms",
+            "session_timeout_ms",
+            p.pulsar_session_timeout_ms,
+        )
+    else:
+        key, short, values = (
+            "rocketmq_route_refresh_s",
+            "route_refresh_s",
+            p.rocketmq_route_refresh_s,
+        )
+    for path in p.paths:
+        for policy in p.restart_policy:
+            for value in values:
+                for rep in range(1, p.repetitions + 1):
+                    params = {**fixed, "path": path, "restart_policy": policy, key: value}
+                    if policy == "manual":
+                        params["manual_restart_after_s"] = p.manual_restart_after_s
+                    params["repetition"] = rep
+                    step_id = _ident(
+                        broker, ("path", path), ("restart", policy), (short, value), ("rep", rep)
+                    )
+                    yield step_id, step_id, params
+
+
+def expand_steps(scenario: Scenario, profile: str) -> list[Step]:
+    """Expand one profile of ``scenario`` into the ordered steps the runner executes.
+
+    The broker is the *outermost* loop, in the order of ``scenario.brokers``: each broker runs
+    all its steps before the next one starts, so only one broker needs to be up at a time (the
+    two never compete for the machine's cores) and topic-growth state accumulates on one broker.
+    Within a broker the sweeps nest in the order the kind documents, the load axis innermost.
+
+    Raises ``ConfigError`` for an unknown profile name.
+    """
+    prof = scenario.profile(profile)
+    steps: list[Step] = []
+    for broker in scenario.brokers:
+        points: Iterator[_Point]
+        if isinstance(prof, TopicGrowthProfile):
+            points = _expand_topic_growth(prof, broker)
+        elif isinstance(prof, SendFrequencyProfile):
+            points = _expand_send_frequency(prof, broker)
+        elif isinstance(prof, SubscribeFrequencyProfile):
+            points = _expand_subscribe_frequency(prof, broker)
+        elif isinstance(prof, KillRecoveryProfile):
+            points = _expand_kill_recovery(prof, broker)
+        else:  # pragma: no cover - a new kind without an expansion is a bug
+            raise TypeError(f"no expansion for {type(prof).__name__}")
+        for step_id, group, params in points:
+            steps.append(
+                Step(
+                    scenario=scenario.name,
+                    kind=scenario.kind,
+                    profile=profile,  # type: ignore[arg-type]  # checked by scenario.profile()
+                    broker=broker,
+                    topology=scenario.topology,
+                    index=len(steps),
+                    step_id=step_id,
+                    group=group,
+                    params=params,
+                )
+            )
+    ids = [s.step_id for s in steps]
+    # The model's uniqueness checks should make this impossible; a clash would make the runner
+    # overwrite a finished step, so fail loudly rather than lose data.
+    if len(set(ids)) != len(ids):
+        raise AssertionError(f"duplicate step ids in {scenario.name}/{profile}: {ids}")
+    return steps
