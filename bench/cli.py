@@ -190,6 +190,21 @@ def infra_restart(infra_obj: object, name: str) -> None:
     click.echo(f"restarted {rec.name} as pid {rec.pid}")
 
 
+@infra.command("fetch")
+def infra_fetch() -> None:
+    """Resolve every broker runtime's jars from Maven Central into the cache (once)."""
+    from bench.infra.artifacts import RUNTIMES, cache_size_bytes, ensure_classpath, pinned_version
+    from bench.infra.java import find_java
+
+    rt = find_java()
+    click.echo(f"java: {rt.executable} ({rt.version})")
+    for runtime in RUNTIMES:
+        cp = ensure_classpath(runtime)
+        how = f"resolved in {cp.resolve_seconds:.1f} s" if cp.resolve_seconds else "cached"
+        click.echo(f"{runtime} {pinned_version(runtime)}: {len(cp.jars)} jars, {how}")
+    click.echo(f"cache: {cache_size_bytes() / 2**20:.0f} MiB")
+
+
 @infra.command("smoke")
 @click.option("--messages", type=int, default=1000, show_default=True)
 @click.option(

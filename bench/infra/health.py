@@ -15,6 +15,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from bench.errors import BrokerStartError, BrokerUnavailable
@@ -68,8 +69,13 @@ def poll(what: str, check: Callable[[], bool], timeout_s: float, interval_s: flo
 
 def http_get_json(url: str, timeout_s: float = 5.0) -> object:
     """GET ``url`` and decode JSON (raises on HTTP errors)."""
-    with urllib.request.urlopen(url, timeout=timeout_s) as resp:
-        return json.loads(resp.read().decode())
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+            return json.loads(resp.read().decode())
+    except urllib.error.HTTPError as exc:
+        # The error holds the response's socket; close it now rather than leave it to the GC.
+        exc.close()
+        raise BrokerUnavailable(f"HTTP {exc.code} {exc.reason} from {url}") from None
 
 
 def pulsar_namespace_ready(admin_url: str, timeout_s: float) -> float:
@@ -217,6 +223,7 @@ def rocketmq_round_trip(
         grpc_endpoint, Credentials(), request_timeout=max(3, int(timeout_s / 4))
     )
     group = f"health-{uuid.uuid4().hex[:8]}"
+    ack_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="health-ack")
     consumer = SimpleConsumer(config, group, {topic: FilterExpression()}, await_duration=2)
     producer = Producer(config, (topic,))
     try:
@@ -243,13 +250,17 @@ def rocketmq_round_trip(
                 fut.result(timeout=timeout_s)
                 acked += 1
             except Exception:
-                pass
+                pass  # an unacknowledged send is counted (acked < sent), not raised
         seen: set[int] = set()
         duplicates = 0
         deadline = time.monotonic() + timeout_s
         while len(seen) < acked and time.monotonic() < deadline:
-            for got in consumer.receive(32, 15) or []:
-                consumer.ack(got)
+            batch = consumer.receive(32, 15) or []
+            # One gRPC call per ack: done from a few threads so the round trip measures
+            # delivery, not ack latency. (SimpleConsumer.ack_async in 5.1.2 returns None, and
+            # the asyncio future behind it is not safe to wait on from this thread.)
+            list(ack_pool.map(consumer.ack, batch))
+            for got in batch:
                 seq = _seq_of(token, got.body)
                 if seq is None:
                     continue
@@ -268,6 +279,7 @@ def rocketmq_round_trip(
             f"RocketMQ round trip through {grpc_endpoint} failed: {exc}"
         ) from exc
     finally:
+        ack_pool.shutdown(wait=True)
         producer.shutdown()
         consumer.shutdown()
     return RoundTrip(messages, acked, len(seen), duplicates, time.monotonic() - started)

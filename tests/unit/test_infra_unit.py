@@ -1,0 +1,202 @@
+"""Infra logic that needs no broker: Java checks, port checks, process start/stop, errors."""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from bench.errors import ArtifactError, BrokerStartError, ConfigError, EnvironmentProblem, PortInUse
+from bench.infra import artifacts, health, java, ports, process
+from bench.infra.process import ProcessSpec
+from bench.infra.topology import InfraSettings, pulsar_plan, rocketmq_plan
+
+
+def _fake_java(tmp_path: Path, banner: str) -> Path:
+    home = tmp_path / "jdk"
+    (home / "bin").mkdir(parents=True)
+    exe = home / "bin" / "java"
+    exe.write_text(f"#!/bin/sh\necho '{banner}' >&2\n")
+    exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
+    return home
+
+
+def test_java_home_without_java_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BENCH_JAVA_HOME", "/nonexistent/jdk")
+    with pytest.raises(
+        EnvironmentProblem, match=r"BENCH_JAVA_HOME=/nonexistent/jdk has no executable bin/java"
+    ):
+        java.find_java()
+
+
+def test_too_old_java_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    home = _fake_java(tmp_path, 'openjdk version "11.0.2" 2019-01-15')
+    monkeypatch.setenv("BENCH_JAVA_HOME", str(home))
+    with pytest.raises(EnvironmentProblem, match=r"is Java 11; the brokers need Java 17\+"):
+        java.find_java()
+
+
+def test_java_that_prints_no_version_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = _fake_java(tmp_path, "Segmentation fault")
+    monkeypatch.setenv("BENCH_JAVA_HOME", str(home))
+    with pytest.raises(EnvironmentProblem, match="is not a working Java: Segmentation fault"):
+        java.find_java()
+
+
+def test_machine_java_is_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("BENCH_JAVA_HOME", raising=False)
+    rt = java.find_java()
+    assert rt.major >= 17
+
+
+def test_port_in_use_names_port_label_and_holder() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        assert not ports.is_free(port)
+        with pytest.raises(PortInUse) as err:
+            ports.ensure_free({"pulsar web": port})
+        msg = str(err.value)
+        assert f"port {port} (pulsar web)" in msg
+        assert f"pid {os.getpid()}" in msg
+    assert ports.is_free(port)
+
+
+def test_maven_failures_are_explained() -> None:
+    unreachable = (
+        "[ERROR] ... Could not transfer artifact x:y:pom:1 from/to central: "
+        "Unknown host repo.maven.apache.org"
+    )
+    assert "cannot reach Maven Central" in artifacts._explain_maven_failure("pulsar", unreachable)
+    missing = (
+        "[ERROR] Could not find artifact org.apache.rocketmq:rocketmq-example:jar:5.3.3 in central"
+    )
+    text = artifacts._explain_maven_failure("rocketmq", missing)
+    assert "does not serve org.apache.rocketmq:rocketmq-example:jar:5.3.3" in text
+
+
+def test_unknown_runtime_is_refused() -> None:
+    with pytest.raises(ArtifactError, match="unknown runtime 'kafka'"):
+        artifacts.pom_path("kafka")
+
+
+def test_settings_refuse_unknown_broker_and_topology() -> None:
+    with pytest.raises(ConfigError, match="unknown broker 'kafka'"):
+        InfraSettings(brokers=("kafka",))  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="unknown topology 'mesh'"):
+        InfraSettings(topology="mesh")  # type: ignore[arg-type]
+
+
+def _spec(tmp_path: Path, script: str, ready_port: int | None = None) -> ProcessSpec:
+    return ProcessSpec(
+        name="test/proc",
+        argv=(sys.executable, "-c", script),
+        cwd=str(tmp_path),
+        log=str(tmp_path / "proc.log"),
+        ready_port=ready_port,
+    )
+
+
+def test_process_that_exits_during_start_shows_its_log(tmp_path: Path) -> None:
+    spec = _spec(
+        tmp_path, "import sys; print('boom: bad config line 3'); sys.exit(3)", ready_port=1
+    )
+    rec = process.start(spec)
+    with pytest.raises(
+        BrokerStartError, match=r"(?s)test/proc exited during start.*boom: bad config line 3"
+    ):
+        health.wait_ready(spec, rec, timeout_s=20)
+
+
+def test_start_timeout_is_reported_and_process_stopped(tmp_path: Path) -> None:
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        free = sock.getsockname()[1]
+    spec = _spec(
+        tmp_path, "import time; print('waiting', flush=True); time.sleep(60)", ready_port=free
+    )
+    rec = process.start(spec)
+    try:
+        started = time.monotonic()
+        with pytest.raises(BrokerStartError, match=rf"did not open port {free} within 1 s"):
+            health.wait_ready(spec, rec, timeout_s=1)
+        assert time.monotonic() - started < 5
+    finally:
+        process.stop(rec, timeout_s=5)
+    assert not rec.alive()
+    assert (
+        not psutil.pid_exists(rec.pid) or psutil.Process(rec.pid).create_time() != rec.create_time
+    )
+
+
+def test_kill9_returns_time_and_stop_reaps(tmp_path: Path) -> None:
+    rec = process.start(_spec(tmp_path, "import time; time.sleep(60)"))
+    before = time.time()
+    at = process.kill9(rec)
+    assert before <= at <= time.time()
+    assert not rec.alive()
+
+
+def test_supervisor_restarts_a_killed_process(tmp_path: Path) -> None:
+    spec = _spec(tmp_path, "import time; time.sleep(60)")
+    rec = process.start(spec)
+    restarted: list[process.ProcessRecord] = []
+
+    def restart(_: str) -> process.ProcessRecord:
+        new = process.start(spec)
+        restarted.append(new)
+        return new
+
+    sup = process.Supervisor("test/proc", rec, restart, poll_s=0.05).start()
+    try:
+        process.kill9(rec)
+        deadline = time.monotonic() + 10
+        while not restarted and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert restarted and restarted[0].alive()
+        kinds = [e.kind for e in sup.events]
+        assert kinds[:1] == ["died"]
+    finally:
+        sup.stop()
+        for r in [rec, *restarted]:
+            process.stop(r, timeout_s=5)
+    assert [e.kind for e in sup.events] == ["died", "restarted"]
+
+
+def test_record_does_not_match_a_recycled_pid(tmp_path: Path) -> None:
+    rec = process.start(_spec(tmp_path, "import time; time.sleep(60)"))
+    try:
+        fake = process.ProcessRecord(rec.name, rec.pid, rec.create_time - 100, rec.started_at)
+        assert fake.process() is None  # same pid, other create time: not ours
+        assert rec.alive()
+    finally:
+        process.stop(rec, timeout_s=5)
+
+
+@pytest.mark.parametrize("topology", ["standalone", "cluster"])
+def test_plans_bind_loopback_and_do_not_clash(tmp_path: Path, topology: str) -> None:
+    settings = InfraSettings(topology=topology, proxy=True, port_offset=100)  # type: ignore[arg-type]
+    plans = [
+        pulsar_plan(settings, tmp_path / "pulsar", "java", "cp"),
+        rocketmq_plan(settings, tmp_path / "rocketmq", "java", "cp"),
+    ]
+    all_ports = [p for plan in plans for spec in plan.specs for p in spec.ports.values()]
+    assert len(all_ports) == len(set(all_ports)), "two processes would share a port"
+    assert all(p >= 100 for p in all_ports)
+    for conf in (tmp_path / "pulsar" / "conf").iterdir():
+        text = conf.read_text()
+        if "bindAddress" in text:
+            assert "bindAddress=127.0.0.1" in text
+    assert (
+        '"localServeAddr": "127.0.0.1"'
+        in (tmp_path / "rocketmq" / "conf" / "rmq-proxy.json").read_text()
+    )
