@@ -15,8 +15,8 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 from bench.errors import BrokerStartError, BrokerUnavailable
 from bench.infra.ports import accepts
@@ -223,7 +223,7 @@ def rocketmq_round_trip(
         grpc_endpoint, Credentials(), request_timeout=max(3, int(timeout_s / 4))
     )
     group = f"health-{uuid.uuid4().hex[:8]}"
-    ack_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="health-ack")
+    pending_acks: list[Any] = []
     consumer = SimpleConsumer(config, group, {topic: FilterExpression()}, await_duration=2)
     producer = Producer(config, (topic,))
     try:
@@ -256,10 +256,11 @@ def rocketmq_round_trip(
         deadline = time.monotonic() + timeout_s
         while len(seen) < acked and time.monotonic() < deadline:
             batch = consumer.receive(32, 15) or []
-            # One gRPC call per ack: done from a few threads so the round trip measures
-            # delivery, not ack latency. (SimpleConsumer.ack_async in 5.1.2 returns None, and
-            # the asyncio future behind it is not safe to wait on from this thread.)
-            list(ack_pool.map(consumer.ack, batch))
+            # One gRPC call per ack, sent without waiting so the round trip measures delivery,
+            # not ack latency. rocketmq-python-client 5.1.2: SimpleConsumer.ack_async returns
+            # None (its _ack_async has the future), and the sync ack hangs when called from
+            # several threads at once.
+            pending_acks.extend(consumer._ack_async(got) for got in batch)
             for got in batch:
                 seq = _seq_of(token, got.body)
                 if seq is None:
@@ -272,6 +273,11 @@ def rocketmq_round_trip(
                 f"RocketMQ at {grpc_endpoint}: {len(seen)}/{acked} acknowledged messages came "
                 f"back within {timeout_s:.0f} s"
             )
+        # The acks' futures are asyncio futures completed on the client's loop thread: poll
+        # their state (bounded) rather than block on them from here.
+        ack_deadline = time.monotonic() + timeout_s
+        while not all(f.done() for f in pending_acks) and time.monotonic() < ack_deadline:
+            time.sleep(0.05)
     except BrokerUnavailable:
         raise
     except Exception as exc:
@@ -279,7 +285,6 @@ def rocketmq_round_trip(
             f"RocketMQ round trip through {grpc_endpoint} failed: {exc}"
         ) from exc
     finally:
-        ack_pool.shutdown(wait=True)
         producer.shutdown()
         consumer.shutdown()
     return RoundTrip(messages, acked, len(seen), duplicates, time.monotonic() - started)

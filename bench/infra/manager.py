@@ -205,8 +205,7 @@ class Infra:
                     broker, settings, java.executable, fresh, progress
                 )
         except BaseException:
-            progress("start failed; stopping what was started")
-            self.down()
+            self.down()  # the error itself is the message; nothing started is left running
             raise
         return timings
 
