@@ -1,0 +1,864 @@
+"""The HTML report: stored runs -> frames -> charts and a recommendation -> one HTML file.
+
+:func:`render_report` reads only run directories (so any report can be regenerated), and
+writes one self-contained file: charts are inline SVG, styles are inline, nothing is fetched
+when it is opened. The template is rendered by jinja2 with autoescaping on, so every string that
+comes from a file or a broker (scenario, topic and step names, error messages, metadata) is
+escaped; only the SVG that matplotlib produced (which escapes its own text) is marked safe.
+
+Several run directories may be given: their steps are pooled, and a sweep point measured in
+several runs (or a repeated kill-9 step) counts as repetitions of that point, whose spread the
+recommendation and the warnings use. Curves show the mean over repetitions.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import pandas as pd
+from markupsafe import Markup
+
+from bench.report import charts
+from bench.report.charts import Chart, Line, Mark, Panel
+from bench.report.recommend import (
+    Recommendation,
+    Settings,
+    find_knee,
+    find_saturation,
+    recommend,
+    title,
+)
+from bench.results import frames
+from bench.results.schema import HEADLINE_METRICS
+from bench.results.store import Run, load_run
+
+MS = 1e-3
+"""Latencies are stored in microseconds and charted in milliseconds."""
+KIND_TITLES: dict[str, str] = {
+    "topic-growth": "Topic growth",
+    "send-frequency": "Send frequency",
+    "subscribe-frequency": "Subscribe frequency",
+    "kill-9-recovery": "kill -9 recovery",
+}
+
+
+@dataclass
+class Table:
+    """A table of plain strings (escaped by the template)."""
+
+    title: str
+    columns: list[str]
+    rows: list[list[str]]
+    note: str = ""
+
+
+@dataclass
+class Section:
+    """One scenario's part of the report."""
+
+    kind: str
+    scenario: str
+    title: str
+    charts: list[Chart] = field(default_factory=list)
+    tables: list[Table] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ReportWarning:
+    """A warning shown near the top: ``level`` is ``error`` or ``warn``."""
+
+    level: str
+    text: str
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def fmt(v: Any, digits: int = 3) -> str:
+    """A value for a table cell: numbers to ``digits`` significant digits, None as a dash."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, int):
+        return f"{v:,}"
+    if isinstance(v, float):
+        if v != 0 and (abs(v) >= 10**digits):
+            return f"{v:,.0f}"
+        return f"{v:.{digits}g}"
+    return str(v)
+
+
+def _num(df: pd.DataFrame, *cols: str) -> pd.Series:
+    for c in cols:
+        if c in df.columns:
+            return pd.to_numeric(df[c], errors="coerce")
+    return pd.Series([math.nan] * len(df), index=df.index, dtype=float)
+
+
+def _param(df: pd.DataFrame, name: str) -> pd.Series:
+    for c in (f"params.{name}", name):
+        if c in df.columns:
+            return df[c]
+    return pd.Series([None] * len(df), index=df.index, dtype=object)
+
+
+def _strip_broker(text: str, broker: str) -> str:
+    return text[len(broker) + 1 :] if text.startswith(broker + "-") else text
+
+
+def _curve(df: pd.DataFrame, x: pd.Series, y: pd.Series) -> tuple[list[float], list[float]]:
+    """Mean of ``y`` per distinct ``x`` (repetitions pooled), sorted by x."""
+    d = pd.DataFrame({"x": x.to_numpy(), "y": y.to_numpy()}).dropna()
+    if d.empty:
+        return [], []
+    g = d.groupby("x", sort=True)["y"].mean()
+    return [float(v) for v in g.index], [float(v) for v in g.to_numpy()]
+
+
+def _group_labels(df: pd.DataFrame) -> dict[tuple[str, str], str]:
+    """Short labels for (broker, group): the group's parts that differ between groups."""
+    parts = {
+        (str(b), str(g)): _strip_broker(str(g), str(b)).split("-")
+        for b, g in df[["broker", "group"]].drop_duplicates().itertuples(index=False)
+    }
+    common = set.intersection(*(set(p) for p in parts.values())) if parts else set()
+    return {k: "-".join(x for x in p if x not in common) for k, p in parts.items()}
+
+
+def _lines(
+    df: pd.DataFrame,
+    x_of: Any,
+    metric: str,
+    *,
+    label_suffix: str = "",
+    style_offset: int = 0,
+    by_group: bool = True,
+    scale: float = 1.0,
+) -> list[Line]:
+    """One line per broker (and sweep group), mean over repetitions, ``y`` times ``scale``."""
+    out: list[Line] = []
+    labels = _group_labels(df) if by_group and len(df) else {}
+    for broker, bdf in df.groupby("broker", sort=True):
+        groups = list(bdf.groupby("group", sort=True)) if by_group else [("", bdf)]
+        for i, (group, gdf) in enumerate(groups):
+            xs, ys = _curve(gdf, x_of(gdf), _num(gdf, metric) * scale)
+            if not xs:
+                continue
+            label = title(str(broker))
+            sub = labels.get((str(broker), str(group)), "")
+            if sub:
+                label += f" {sub}"
+            out.append(Line(label + label_suffix, str(broker), xs, ys, style=i + style_offset))
+    return out
+
+
+# -- sections -----------------------------------------------------------------------------------
+
+
+def _topic_growth(steps: pd.DataFrame, scenario: str, s: Settings) -> Section:
+    sec = Section("topic-growth", scenario, f"Topic growth: {scenario}")
+
+    def x_of(d: pd.DataFrame) -> pd.Series:
+        return _num(d, "topic_count").fillna(_num(d, "params.topic_count"))
+
+    tps = _lines(steps, x_of, "publish_tps")
+    marks: list[Mark] = []
+    for line in tps:
+        knee = find_knee(line.x, line.y, s.knee_drop_pct)
+        if knee is not None:
+            marks.append(Mark(knee.x, f"knee: {knee.x:,.0f} topics", line.broker, knee.y))
+            sec.notes.append(
+                f"{line.label}: knee at {knee.x:,.0f} topics (publish TPS {knee.y:,.0f}); at "
+                f"{knee.drop_x:,.0f} topics it fell to {knee.drop_y:,.0f}, more than "
+                f"{s.knee_drop_pct:g}% below its best."
+            )
+        else:
+            sec.notes.append(
+                f"{line.label}: no knee up to {max(line.x):,.0f} topics (publish TPS stayed "
+                f"within {s.knee_drop_pct:g}% of its best)."
+            )
+    lookup = _lines(steps, x_of, "lookup_latency_us.p50", label_suffix=" p50", scale=MS)
+    lookup += _lines(
+        steps, x_of, "lookup_latency_us.p99", label_suffix=" p99", style_offset=1, scale=MS
+    )
+    panels = [
+        Panel("Publish TPS (knee marked)", "topics", "msg/s", tps, marks, logx=True),
+        Panel("Consume TPS", "topics", "msg/s", _lines(steps, x_of, "consume_tps"), logx=True),
+        Panel("Lookup latency p50 / p99", "topics", "ms", lookup, logx=True, logy=True),
+        Panel(
+            "Topic-creation rate",
+            "topics",
+            "topics/s",
+            _lines(steps, x_of, "create_rate_per_s"),
+            logx=True,
+        ),
+        Panel(
+            "Publish latency p99",
+            "topics",
+            "ms",
+            _lines(steps, x_of, "publish_latency_us.p99", scale=MS),
+            logx=True,
+            logy=True,
+        ),
+        Panel(
+            "Broker CPU (mean)",
+            "topics",
+            "% of one core",
+            _lines(steps, x_of, "broker_cpu_pct"),
+            logx=True,
+        ),
+    ]
+    sec.charts.append(
+        charts.render(
+            f"{scenario}: throughput, lookups and topic creation against topic count",
+            panels,
+            caption=f"Measured window only (warm-up excluded). Knee: the last topic count at which "
+            f"publish TPS is within {s.knee_drop_pct:g}% of its best so far.",
+        )
+    )
+    timeouts = steps[_num(steps, "lookup_timeouts").fillna(0) > 0]
+    for r in timeouts.itertuples():
+        sec.notes.append(
+            f"{title(str(r.broker))} {r.step_id}: lookup timeouts "
+            f"{fmt(getattr(r, 'lookup_timeouts', None))}."
+        )
+    return sec
+
+
+def _send_frequency(steps: pd.DataFrame, scenario: str, s: Settings) -> Section:
+    sec = Section("send-frequency", scenario, f"Send frequency: {scenario}")
+
+    def x_of(d: pd.DataFrame) -> pd.Series:
+        return _num(d, "offered_rate_per_s").fillna(_num(d, "params.rate_per_s"))
+
+    modes = pd.DataFrame(
+        {
+            "send": _param(steps, "send_mode").astype(str),
+            "conn": _param(steps, "connection_mode").astype(str),
+        },
+        index=steps.index,
+    )
+    limits: list[list[str]] = []
+    for (send, conn), idx in modes.groupby(["send", "conn"], sort=True).groups.items():
+        d = steps.loc[idx]
+        # Sweep and ramp points of one mode form one curve per broker.
+        tps = _lines(d, x_of, "publish_tps", by_group=False)
+        marks = []
+        for broker, bdf in d.groupby("broker", sort=True):
+            sat = find_saturation(
+                list(x_of(bdf)),
+                list(_num(bdf, "publish_tps")),
+                [v if isinstance(v, bool) else None for v in _param(bdf, "saturated")],
+                s.saturation_fraction,
+            )
+            if sat is None:
+                continue
+            if sat.offered is not None and sat.achieved is not None:
+                marks.append(
+                    Mark(
+                        sat.offered,
+                        f"saturation: {sat.achieved:,.0f} msg/s",
+                        str(broker),
+                        sat.achieved,
+                    )
+                )
+            limits.append(
+                [
+                    title(str(broker)),
+                    str(send),
+                    str(conn),
+                    fmt(sat.offered) if sat.offered is not None else "not reached",
+                    fmt(sat.max_achieved),
+                ]
+            )
+        lat = _lines(
+            d, x_of, "publish_latency_us.p99", by_group=False, label_suffix=" ack", scale=MS
+        )
+        lat += _lines(
+            d,
+            x_of,
+            "publish_intended_latency_us.p99",
+            by_group=False,
+            label_suffix=" intended",
+            style_offset=1,
+            scale=MS,
+        )
+        panels = [
+            Panel(
+                "Achieved publish TPS (saturation marked)",
+                "offered msg/s",
+                "msg/s",
+                tps,
+                marks,
+                logx=True,
+                logy=True,
+                diagonal=True,
+            ),
+            Panel(
+                "Consume TPS",
+                "offered msg/s",
+                "msg/s",
+                _lines(d, x_of, "consume_tps", by_group=False),
+                logx=True,
+                logy=True,
+            ),
+            Panel(
+                "Publish latency p99 (from send / from intended send)",
+                "offered msg/s",
+                "ms",
+                lat,
+                logx=True,
+                logy=True,
+            ),
+            Panel(
+                "End-to-end latency p99",
+                "offered msg/s",
+                "ms",
+                _lines(d, x_of, "e2e_latency_us.p99", by_group=False, scale=MS),
+                logx=True,
+                logy=True,
+            ),
+        ]
+        sec.charts.append(
+            charts.render(
+                f"{scenario}: send={send}, connections={conn}",
+                panels,
+                caption="Saturation: the first offered rate whose achieved rate is below "
+                f"{s.saturation_fraction:g} x offered (or flagged saturated by the runner). "
+                "Intended-time latency counts the wait a late send caused (coordinated omission).",
+            )
+        )
+    if limits:
+        sec.tables.append(
+            Table(
+                "Saturation and TPS limit",
+                [
+                    "broker",
+                    "send mode",
+                    "connections",
+                    "saturates at offered msg/s",
+                    "max achieved msg/s",
+                ],
+                limits,
+            )
+        )
+    return sec
+
+
+def _subscribe_frequency(steps: pd.DataFrame, scenario: str, s: Settings) -> Section:
+    sec = Section("subscribe-frequency", scenario, f"Subscribe frequency: {scenario}")
+    sweep = _param(steps, "sweep")
+    for name, xcol, xlabel in (
+        ("fanout", "fanout", "subscriptions per topic"),
+        ("churn", "churn_per_s", "subscribe+unsubscribe ops/s"),
+    ):
+        d = steps[sweep == name]
+        if d.empty:
+            continue
+
+        def x_of(df: pd.DataFrame, col: str = xcol) -> pd.Series:
+            return _num(df, col).fillna(_num(df, f"params.{col}"))
+
+        sub = _lines(
+            d, x_of, "subscribe_latency_us.p50", by_group=False, label_suffix=" p50", scale=MS
+        )
+        sub += _lines(
+            d,
+            x_of,
+            "subscribe_latency_us.p99",
+            by_group=False,
+            label_suffix=" p99",
+            style_offset=1,
+            scale=MS,
+        )
+        logx = name == "fanout" or bool((x_of(d) > 0).all())
+        panels = [
+            Panel(
+                "Consume TPS (all subscriptions)",
+                xlabel,
+                "msg/s",
+                _lines(d, x_of, "consume_tps", by_group=False),
+                logx=logx,
+            ),
+            Panel("Subscribe latency", xlabel, "ms", sub, logx=logx, logy=True),
+            Panel(
+                "Time to first message p99",
+                xlabel,
+                "ms",
+                _lines(d, x_of, "first_message_latency_us.p99", by_group=False, scale=MS),
+                logx=logx,
+                logy=True,
+            ),
+            Panel(
+                "Publish latency p99 (effect on publishers)",
+                xlabel,
+                "ms",
+                _lines(d, x_of, "publish_latency_us.p99", by_group=False, scale=MS),
+                logx=logx,
+                logy=True,
+            ),
+        ]
+        sec.charts.append(
+            charts.render(
+                f"{scenario}: {name} sweep",
+                panels,
+                caption="Measured window only (warm-up excluded).",
+            )
+        )
+        fails = d[_num(d, "subscribe_failures").fillna(0) > 0]
+        for r in fails.itertuples():
+            sec.notes.append(
+                f"{title(str(r.broker))} {r.step_id}: "
+                f"{fmt(getattr(r, 'subscribe_failures', None))} subscribe failures."
+            )
+    return sec
+
+
+def _kill_recovery(
+    steps: pd.DataFrame, series: pd.DataFrame, events: pd.DataFrame, scenario: str
+) -> Section:
+    sec = Section("kill-9-recovery", scenario, f"kill -9 recovery: {scenario}")
+    points = pd.DataFrame(
+        {
+            "path": _param(steps, "path").astype(str),
+            "policy": _param(steps, "restart_policy").astype(str),
+        },
+        index=steps.index,
+    )
+    ser = series[series["scenario"] == scenario] if len(series) else series
+    # The runner's step events name the step but not always the scenario.
+    ev = (
+        events[events["scenario"].isna() | (events["scenario"] == scenario)]
+        if len(events)
+        else events
+    )
+    for (path, policy), idx in points.groupby(["path", "policy"], sort=True).groups.items():
+        d = steps.loc[idx]
+        tps_panels: list[Panel] = []
+        err_panels: list[Panel] = []
+        for broker, bdf in d.groupby("broker", sort=True):
+            tps_lines: list[Line] = []
+            err_lines: list[Line] = []
+            restarts: dict[float, list[str]] = {}
+            multi = d["run_id"].nunique() > 1
+            for i, r in enumerate(bdf.sort_values(["run_id", "step_id"]).to_dict("records")):
+                rs = ser[(ser["step_id"] == r["step_id"]) & (ser["run_id"] == r["run_id"])]
+                kill_t = _event_time(r, ev, "killed_at", ("kill",))
+                if rs.empty or kill_t is None:
+                    continue
+                x = [float(v) - kill_t for v in pd.to_numeric(rs["t"])]
+                rep = fmt(_value(r, "params.repetition", "repetition"))
+                label = f"rep {rep}" + (f" ({r['run_id']})" if multi else "")
+                tps_lines.append(
+                    Line(
+                        label, str(broker), x, list(pd.to_numeric(rs["acked"])), style=i, step=True
+                    )
+                )
+                err_lines.append(
+                    Line(
+                        label,
+                        str(broker),
+                        x,
+                        list(pd.to_numeric(rs["send_errors"])),
+                        style=i,
+                        step=True,
+                    )
+                )
+                restart = _event_time(r, ev, "restarted_at", ("restart", "supervisor_restart"))
+                if restart is not None:
+                    restarts.setdefault(round(restart - kill_t, 1), []).append(rep)
+            # One line per distinct restart time: repetitions restarted alike share it.
+            marks = [Mark(0.0, "kill -9", str(broker))]
+            for offset, reps in sorted(restarts.items())[:4]:
+                which = "" if len(restarts) == 1 else f" rep {', '.join(reps)}"
+                marks.append(Mark(offset, f"restart{which}", str(broker)))
+            b = title(str(broker))
+            tps_panels.append(
+                Panel(f"{b}: acknowledged msg/s", "s since kill", "msg/s", tps_lines, marks)
+            )
+            err_panels.append(
+                Panel(f"{b}: send errors/s", "s since kill", "errors/s", err_lines, marks)
+            )
+        if tps_panels:
+            sec.charts.append(
+                charts.render(
+                    f"{scenario}: path={path}, restart={policy}",
+                    tps_panels + err_panels,
+                    caption="Per-second counters of the framework, aligned on the kill (0 s). "
+                    "Dashed lines: kill and restarts.",
+                )
+            )
+    rows = []
+    for r in steps.sort_values(["broker", "step_id", "run_id"]).to_dict("records"):
+
+        def get(key: str, r: dict[str, Any] = r) -> str:
+            return fmt(_value(r, f"params.{key}", key) if key in _PARAM_KEYS else r.get(key))
+
+        rows.append(
+            [
+                title(str(r["broker"])),
+                get("path"),
+                get("restart_policy"),
+                get("repetition"),
+                str(r["run_id"]),
+                str(r["status"]),
+                get("time_to_first_error_s"),
+                get("unavailability_s"),
+                get("time_to_recover_tps_s"),
+                get("clients_recovered"),
+                get("loss.lost"),
+                get("loss.duplicated"),
+                get("loss.reordered"),
+                get("loss.received_not_acked"),
+                get("counter_resets"),
+            ]
+        )
+    sec.tables.append(
+        Table(
+            "Per repetition",
+            [
+                "broker",
+                "path",
+                "restart",
+                "rep",
+                "run",
+                "status",
+                "first error s",
+                "unavailable s",
+                "to full TPS s",
+                "clients recovered",
+                "lost",
+                "duplicated",
+                "reordered",
+                "received not acked",
+                "counter resets",
+            ],
+            rows,
+            note="Unavailable: kill to the first acknowledged publish. To full TPS: back within "
+            "10% of the pre-kill rate. Lost: acknowledged, never consumed after the drain.",
+        )
+    )
+    return sec
+
+
+_PARAM_KEYS = ("path", "restart_policy", "repetition")
+
+
+def _value(r: Mapping[str, Any], *keys: str) -> Any:
+    """The first of ``keys`` in record ``r`` that holds a value (NaN counts as none)."""
+    for k in keys:
+        v = r.get(k)
+        if v is not None and not (isinstance(v, float) and math.isnan(v)):
+            return v
+    return None
+
+
+def _event_time(
+    r: Mapping[str, Any], ev: pd.DataFrame, metric: str, kinds: tuple[str, ...]
+) -> float | None:
+    """The step's ``metric`` (killed_at, restarted_at), else its first event of ``kinds``."""
+    v = _value(r, metric)
+    if v is not None:
+        return float(v)
+    if len(ev):
+        k = ev[
+            (ev["step_id"] == r["step_id"])
+            & (ev["run_id"] == r["run_id"])
+            & ev["kind"].isin(list(kinds))
+        ]
+        if len(k):
+            return float(k["t"].iloc[0])
+    return None
+
+
+# -- warnings and environment -------------------------------------------------------------------
+
+
+def _warnings(runs: Sequence[Run], steps: pd.DataFrame, s: Settings) -> list[ReportWarning]:
+    out: list[ReportWarning] = []
+    for run in runs:
+        if run.metadata.get("synthetic"):
+            out.append(
+                ReportWarning(
+                    "error", f"Run {run.run_id} is synthetic: {run.metadata['synthetic']}"
+                )
+            )
+        if run.status != "complete":
+            out.append(
+                ReportWarning(
+                    "error",
+                    f"Run {run.run_id} is {run.status}: not every step ran; "
+                    "its figures cover only the steps it finished.",
+                )
+            )
+        out.extend(ReportWarning("warn", f"Run {run.run_id}: {w}") for w in run.warnings)
+    if not len(steps):
+        out.append(ReportWarning("error", "The runs hold no finished steps."))
+        return out
+    for status, text in (
+        ("failed", "failed"),
+        ("skipped", "were skipped"),
+        ("errors", "finished with send errors (not clean)"),
+    ):
+        bad = steps[steps["status"] == status]
+        if len(bad):
+            if status == "errors":
+                expected = bad[bad["kind"] == "kill-9-recovery"]
+                bad = bad[bad["kind"] != "kill-9-recovery"]
+                if len(expected):
+                    out.append(
+                        ReportWarning(
+                            "warn",
+                            f"{len(expected)} kill -9 step(s) had send "
+                            "errors (expected during the outage; see the tables).",
+                        )
+                    )
+                if not len(bad):
+                    continue
+            names = ", ".join(f"{r.scenario}/{r.step_id}" for r in bad.head(8).itertuples())
+            more = f" and {len(bad) - 8} more" if len(bad) > 8 else ""
+            out.append(ReportWarning("error", f"{len(bad)} step(s) {text}: {names}{more}."))
+    errs = steps[
+        (_num(steps, "send_errors").fillna(0) > 0)
+        & (steps["status"] == "ok")
+        & (steps["kind"] != "kill-9-recovery")
+    ]
+    if len(errs):
+        out.append(
+            ReportWarning(
+                "error",
+                f"{len(errs)} step(s) marked ok report send errors: "
+                + ", ".join(f"{r.scenario}/{r.step_id}" for r in errs.head(8).itertuples())
+                + ".",
+            )
+        )
+    for broker in ("pulsar", "rocketmq"):
+        if not (steps["broker"] == broker).any():
+            out.append(
+                ReportWarning("error", f"No {title(broker)} steps: nothing to compare with.")
+            )
+    out.extend(ReportWarning("warn", w) for w in unstable_figures(steps, s.max_cv_pct))
+    return out
+
+
+def unstable_figures(steps: pd.DataFrame, max_cv_pct: float, limit: int = 12) -> list[str]:
+    """Headline figures whose repetitions vary by more than ``max_cv_pct`` (CV)."""
+    found: list[tuple[float, str]] = []
+    for (kind, scenario, broker, point), g in steps.groupby(
+        ["kind", "scenario", "broker", "point"], sort=True
+    ):
+        if len(g) < 2:
+            continue
+        for metric in HEADLINE_METRICS.get(str(kind), {}):
+            v = _num(g, metric).dropna()
+            if len(v) < 2 or v.mean() == 0:
+                continue
+            cv = 100 * float(v.std()) / abs(float(v.mean()))
+            if cv > max_cv_pct:
+                found.append(
+                    (
+                        cv,
+                        f"Unstable: {scenario} {title(str(broker))} "
+                        f"{_strip_broker(str(point), str(broker))} {metric}: CV {cv:.0f}% "
+                        f"over {len(v)} repetitions (limit {max_cv_pct:g}%).",
+                    )
+                )
+    found.sort(key=lambda t: -t[0])
+    msgs = [m for _, m in found[:limit]]
+    if len(found) > limit:
+        msgs.append(f"... and {len(found) - limit} more unstable figures.")
+    return msgs
+
+
+def _environment(runs: Sequence[Run]) -> list[Table]:
+    tables = []
+    for run in runs:
+        rows = [
+            ["run id", run.run_id],
+            ["status", run.status],
+            ["started", _when(run.meta.get("started_at"))],
+            ["ended", _when(run.meta.get("ended_at"))],
+            ["directory", str(run.run_dir)],
+        ]
+        for k, v in frames.flatten(run.metadata).items():
+            rows.append([k, _plain(v)])
+        tables.append(Table(f"Run {run.run_id}", ["key", "value"], rows))
+    return tables
+
+
+def _plain(v: Any) -> str:
+    if isinstance(v, list):
+        return (
+            ", ".join(_plain(x) for x in v)
+            if all(not isinstance(x, dict) for x in v)
+            else "; ".join(
+                ", ".join(f"{k}={_plain(x2)}" for k, x2 in x.items())
+                if isinstance(x, dict)
+                else _plain(x)
+                for x in v
+            )
+        )
+    return fmt(v) if not isinstance(v, str) else v
+
+
+def _when(t: Any) -> str:
+    if not isinstance(t, int | float) or isinstance(t, bool):
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t))
+
+
+def _steps_table(steps: pd.DataFrame) -> Table:
+    rows = []
+    for r in steps.sort_values(["scenario", "broker", "index"]).to_dict("records"):
+        rows.append(
+            [
+                str(r["scenario"]),
+                title(str(r["broker"])),
+                str(r["step_id"]),
+                str(r["status"]),
+                fmt(_value(r, "publish_tps")),
+                fmt(_value(r, "consume_tps")),
+                fmt(_value(r, "publish_latency_us.p99")),
+                fmt(_value(r, "send_errors")),
+                str(_value(r, "error") or ""),
+            ]
+        )
+    return Table(
+        "All steps",
+        [
+            "scenario",
+            "broker",
+            "step",
+            "status",
+            "publish TPS",
+            "consume TPS",
+            "publish p99 us",
+            "send errors",
+            "error",
+        ],
+        rows,
+    )
+
+
+# -- entry points -------------------------------------------------------------------------------
+
+
+def environment() -> jinja2.Environment:
+    """The jinja2 environment of the report templates, autoescaping every template."""
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("bench.report", "templates"),
+        # True, not select_autoescape(): the templates end in .j2, which select_autoescape's
+        # extension match would miss, silently turning escaping off.
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def build_context(
+    runs: Sequence[Run],
+    settings: Settings | None = None,
+    regressions: Iterable[Any] = (),
+) -> dict[str, Any]:
+    """Everything the template shows, computed from ``runs``."""
+    s = settings or Settings()
+    steps = frames.concat([r.steps for r in runs])
+    series = frames.concat([r.series for r in runs])
+    events = frames.concat([r.events for r in runs])
+    rec: Recommendation = recommend(steps, settings=s)
+    sections: list[Section] = []
+    if len(steps):
+        for kind in KIND_TITLES:
+            for scenario in sorted(steps.loc[steps["kind"] == kind, "scenario"].unique()):
+                d = steps[(steps["kind"] == kind) & (steps["scenario"] == scenario)]
+                name = str(scenario)
+                if kind == "topic-growth":
+                    sections.append(_topic_growth(d, name, s))
+                elif kind == "send-frequency":
+                    sections.append(_send_frequency(d, name, s))
+                elif kind == "subscribe-frequency":
+                    sections.append(_subscribe_frequency(d, name, s))
+                else:
+                    sections.append(_kill_recovery(d, series, events, name))
+    for sec in sections:
+        for c in sec.charts:
+            c.svg = Markup(c.svg)  # matplotlib escaped the text inside; see charts.py
+    return {
+        "title": "RocketMQ vs Pulsar: benchmark report",
+        "generated": _when(time.time()),
+        "runs": runs,
+        "run_rows": [
+            [
+                r.run_id,
+                r.status,
+                _when(r.meta.get("started_at")),
+                str(r.metadata.get("profile", "-")),
+                ", ".join(map(str, r.metadata.get("brokers", []) or [])),
+                str(r.metadata.get("git_revision", "-"))[:12],
+                str(len(r.step_records)),
+            ]
+            for r in runs
+        ],
+        "recommendation": rec,
+        "warnings": _warnings(runs, steps, s),
+        "regressions": list(regressions),
+        "sections": sections,
+        "kind_titles": KIND_TITLES,
+        "environment": _environment(runs),
+        "steps_table": _steps_table(steps) if len(steps) else None,
+        "title_of": title,
+        "events": _events_table(events),
+    }
+
+
+def _events_table(events: pd.DataFrame) -> Table | None:
+    if not len(events):
+        return None
+    rows = []
+    for r in events.to_dict("records"):
+        detail = r.get("detail")
+        shown = (
+            ", ".join(f"{k}={v}" for k, v in detail.items()) if isinstance(detail, Mapping) else ""
+        )
+        rows.append(
+            [
+                _when(r.get("t")),
+                str(r["kind"]),
+                str(_value(r, "scenario") or "-"),
+                str(_value(r, "step_id") or "-"),
+                str(_value(r, "broker") or "-"),
+                shown,
+            ]
+        )
+    return Table("Events", ["time", "kind", "scenario", "step", "broker", "detail"], rows)
+
+
+def render_html(context: Mapping[str, Any], template: str = "report.html.j2") -> str:
+    """Render ``template`` with ``context``."""
+    return environment().get_template(template).render(**context)
+
+
+def render_report(
+    run_dirs: Sequence[str | Path],
+    out: str | Path,
+    settings: Settings | None = None,
+    regressions: Iterable[Any] = (),
+) -> Path:
+    """Read ``run_dirs``, render the report and write it to ``out`` (parents created)."""
+    runs = [load_run(d) for d in run_dirs]
+    html = render_html(build_context(runs, settings, regressions))
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(html, encoding="utf-8")
+    tmp.replace(path)
+    return path

@@ -1,0 +1,275 @@
+"""The HTML report, rendered from SYNTHETIC run directories (tests/unit/synthetic_runs.py).
+
+The runs are test fixtures with known answers, written through the real store; nothing here
+is a measurement.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from bench.errors import ConfigError
+from bench.report import html as report_html
+from bench.report.commands import report_cmd
+from bench.report.recommend import (
+    Figure,
+    Settings,
+    decide,
+    find_knee,
+    find_saturation,
+    load_settings,
+    recommend,
+)
+from bench.results import frames
+from bench.results.store import load_run
+from tests.unit.synthetic_runs import Spec, make_run, make_runs
+
+# Small sweeps keep rendering fast; the shapes (knee, saturation, outage) are those of the
+# full-size fixture.
+SMALL: dict[str, Any] = {
+    "topic_counts": (1000, 10000, 20000, 50000),
+    "rates": (1000, 10000, 30000, 50000),
+    "fanouts": (1, 4, 16),
+    "churns": (1, 10),
+    "kill_reps": 2,
+    "kill_points": (("direct", "supervised"),),
+    "send_modes": ("async", "oneway"),
+    "series_s": 40,
+}
+HOSTILE = "<script>alert('x')</script>"
+
+
+def render(runs: list[Path], out: Path, settings: Settings | None = None) -> str:
+    return report_html.render_report(runs, out, settings).read_text()
+
+
+@pytest.fixture(scope="module")
+def clear_runs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Three repetitions, 2% noise: every dimension has a clear answer."""
+    return make_runs(tmp_path_factory.mktemp("clear"), 3, noise_pct=2.0, **SMALL)
+
+
+@pytest.fixture(scope="module")
+def clear_html(clear_runs: list[Path], tmp_path_factory: pytest.TempPathFactory) -> str:
+    return render(clear_runs, tmp_path_factory.mktemp("out") / "report.html")
+
+
+def test_both_brokers_and_every_section(clear_html: str) -> None:
+    assert clear_html.count("Pulsar") > 10 and clear_html.count("RocketMQ") > 10
+    for heading in (
+        "Topic growth: topic-growth",
+        "Send frequency: send-frequency",
+        "Subscribe frequency: subscribe-frequency",
+        "kill -9 recovery: kill-9-recovery",
+        "What the data cannot decide" if "cannot decide" in clear_html else "Recommendation",
+        "Environment",
+        "All steps",
+    ):
+        assert heading in clear_html
+    # One inline SVG per chart, nothing fetched from anywhere.
+    figures = clear_html.count('<figure class="chart"')
+    assert figures >= 6
+    assert clear_html.count("<svg") == figures
+    assert not re.search(r"<(script|link|img|iframe)\b", clear_html)
+    assert "url(http" not in clear_html and "@import" not in clear_html
+
+
+def test_knee_and_saturation_are_marked(clear_html: str) -> None:
+    assert "knee: 20,000 topics" in clear_html  # Pulsar falls past 20k (in the SVG)
+    assert "Pulsar: knee at 20,000 topics" in clear_html
+    assert "RocketMQ: no knee up to 50,000 topics" in clear_html
+    assert "saturation: " in clear_html
+    assert "kill -9" in clear_html and "restart" in clear_html
+
+
+def test_environment_and_synthetic_banner(clear_html: str) -> None:
+    for text in (
+        "4.0.8",
+        "5.3.3",
+        "ASYNC_FLUSH",
+        "synthetic-host",
+        "scenarios/topic-growth.yaml",
+        "0123456789ab",
+        "defaultNumberOfNamespaceBundles",
+    ):
+        assert text in clear_html
+    assert 'data-warning="error">Run 20261123-000000-000001 is synthetic' in clear_html
+
+
+def test_recommendation_names_the_better_broker_for_clear_data(clear_runs: list[Path]) -> None:
+    steps = frames.concat([load_run(r).steps for r in clear_runs])
+    rec = recommend(steps)
+    by = {d.dimension: d for d in rec.dimensions}
+    assert (by["topic_growth"].outcome, by["topic_growth"].winner) == ("better", "rocketmq")
+    assert "RocketMQ did better" in by["topic_growth"].text
+    assert "2.50x higher" in by["topic_growth"].text  # 50,000 vs 20,000 topics
+    assert (by["send_frequency"].winner, by["recovery"].winner) == ("pulsar", "pulsar")
+    assert by["subscribe_frequency"].winner == "rocketmq"
+    assert "beyond 2 standard errors over 3 and 3 repetitions" in by["send_frequency"].text
+    assert rec.winner is None and "level" in rec.text  # 2 dimensions each at weight 1
+
+
+def test_weights_decide_the_overall_recommendation(clear_runs: list[Path], tmp_path: Path) -> None:
+    wfile = tmp_path / "weights.yaml"
+    wfile.write_text("weights: {recovery: 3, topic_growth: 1}\ntie_pct: 4\n")
+    settings = load_settings(wfile)
+    assert settings.weights["recovery"] == 3 and settings.tie_pct == 4
+    steps = frames.concat([load_run(r).steps for r in clear_runs])
+    text = recommend(steps, settings=settings).text
+    assert text == (
+        "Pulsar is recommended on the weighted criteria: Pulsar 4, RocketMQ 2 of 6 "
+        f"(weights from {wfile})."
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("weights: {speed: 1}", "unknown dimension 'speed'"),
+        ("weights: {recovery: -1}", "recovery must be a number >= 0"),
+        (
+            "weights: {recovery: 0, topic_growth: 0, send_frequency: 0, subscribe_frequency: 0}",
+            "add up to 0",
+        ),
+        ("colour: red", "unknown key"),
+        ("[1, 2]", "must be a mapping"),
+        ("weights: {recovery: [", "not valid"),
+    ],
+)
+def test_bad_weights_file(tmp_path: Path, text: str, message: str) -> None:
+    f = tmp_path / "w.yaml"
+    f.write_text(text)
+    with pytest.raises(ConfigError, match=message) as err:
+        load_settings(f)
+    assert str(f) in str(err.value)
+
+
+def test_noisy_data_cannot_decide(tmp_path: Path) -> None:
+    runs = make_runs(
+        tmp_path,
+        3,
+        noise_pct=30.0,
+        advantage=0.1,
+        kinds=("send-frequency", "subscribe-frequency"),
+        **SMALL,
+    )
+    steps = frames.concat([load_run(r).steps for r in runs])
+    rec = recommend(steps)
+    by = {d.dimension: d for d in rec.dimensions}
+    # Consume TPS at 16 subscriptions varies by ~30% between repetitions: within 2 standard
+    # errors of each other, so the data cannot say which broker is better.
+    assert by["subscribe_frequency"].outcome == "undecided"
+    assert "too noisy" in by["subscribe_frequency"].text
+    assert by["topic_growth"].text == "Cannot decide: no steps of this kind in the runs."
+    html = render(runs, tmp_path / "r.html")
+    assert "cannot decide" in html and "Cannot decide" in html and "too noisy" in html
+    assert "Unstable:" in html  # the per-figure warning
+
+
+def test_one_repetition_small_difference_is_too_few(tmp_path: Path) -> None:
+    a, b = Figure("pulsar", [100.0]), Figure("rocketmq", [112.0])
+    v = decide("x", "higher", a, b, Settings())
+    assert v.outcome == "undecided" and "too few repetitions" in v.reason
+    v = decide("x", "higher", a, Figure("rocketmq", [200.0]), Settings())
+    assert (v.outcome, v.winner, v.caveat) == (
+        "better",
+        "rocketmq",
+        "one repetition: the spread was not measured",
+    )
+    assert decide("x", "higher", a, Figure("rocketmq", [102.0]), Settings()).outcome == "tie"
+    v = decide(
+        "lost",
+        "lower",
+        Figure("pulsar", [0.0, 0.0]),
+        Figure("rocketmq", [0.0, 5.0]),
+        Settings(),
+        zero_is_decisive=True,
+    )
+    assert (v.outcome, v.winner) == ("better", "pulsar")
+
+
+def test_missing_broker_partial_run_and_send_errors_are_warned(tmp_path: Path) -> None:
+    run = make_run(
+        tmp_path,
+        Spec(
+            brokers=("pulsar",),
+            status="partial",
+            send_errors_kinds=("send-frequency",),
+            failed_steps=("pulsar-fanout=4",),
+            **SMALL,
+        ),
+    )
+    html = render([run], tmp_path / "r.html")
+    assert "is partial: not every step ran" in html
+    assert "finished with send errors (not clean)" in html
+    assert "1 step(s) failed: subscribe-frequency/pulsar-fanout=4" in html
+    assert "No RocketMQ steps: nothing to compare with." in html
+    assert "no data for RocketMQ" in html
+    assert "kill -9 step(s) had send errors" not in html
+
+
+def test_errors_make_a_figure_undecidable(tmp_path: Path) -> None:
+    run = make_run(tmp_path, Spec(send_errors_kinds=("send-frequency",), **SMALL))
+    rec = recommend(load_run(run).steps)
+    send = next(d for d in rec.dimensions if d.dimension == "send_frequency")
+    assert send.outcome == "undecided" and "steps with errors" in send.text
+
+
+def test_names_from_files_are_escaped(tmp_path: Path) -> None:
+    run = make_run(
+        tmp_path,
+        Spec(
+            scenario_names={"topic-growth": HOSTILE, "kill-9-recovery": "k9" + HOSTILE},
+            group_suffix="-topic=" + HOSTILE,
+            **SMALL,
+        ),
+    )
+    html = render([run], tmp_path / "r.html")
+    assert "<script" not in html
+    assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;" in html
+    assert "Topic growth: &lt;script&gt;" in html
+    # The chart title inside the SVG is escaped by matplotlib.
+    assert "&lt;script&gt;alert(" in html.split("<svg", 1)[1]
+
+
+def test_autoescape_is_on() -> None:
+    env = report_html.environment()
+    assert env.autoescape is True
+    assert env.from_string("{{ x }}").render(x="<b>") == "&lt;b&gt;"
+
+
+def test_find_knee() -> None:
+    x = [1000, 5000, 10000, 20000, 50000]
+    assert find_knee(x, [100, 101, 99, 80, 40]) is not None
+    knee = find_knee(x, [100, 101, 99, 80, 40])
+    assert knee is not None and (knee.x, knee.drop_x) == (10000, 20000)
+    assert find_knee(x, [100, 95, 93, 92, 91]) is None  # never 10% below the best
+    assert find_knee(list(reversed(x)), [40, 80, 99, 101, 100]) == knee  # order-free
+    assert find_knee(x, [100, None, 99, 50, None]) is not None
+
+
+def test_find_saturation() -> None:
+    sat = find_saturation([1000, 2000, 4000, 8000], [1000, 1990, 3000, 3100])
+    assert sat is not None and (sat.offered, sat.achieved, sat.max_achieved) == (4000, 3000, 3100)
+    sat = find_saturation([1000, 2000], [1000, 2000], [False, True])
+    assert sat is not None and sat.offered == 2000  # the runner's flag wins
+    sat = find_saturation([1000, 2000], [1000, 2000])
+    assert sat is not None and sat.offered is None and sat.max_achieved == 2000
+    assert find_saturation([], []) is None
+
+
+def test_report_command(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "runs", Spec(kinds=("subscribe-frequency",), **SMALL))
+    out = tmp_path / "sub" / "r.html"
+    result = CliRunner().invoke(report_cmd, [str(run), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert f"wrote {out} from 1 run(s)" in result.output
+    assert out.read_text().startswith("<!DOCTYPE html>")
+    result = CliRunner().invoke(report_cmd, [str(tmp_path), "-o", str(out)])
+    assert result.exit_code != 0
+    assert "run.json: missing" in str(result.exception)
