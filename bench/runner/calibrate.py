@@ -1,0 +1,562 @@
+"""``bench calibrate``: is the suite's own load generator the bottleneck?
+
+For each broker, against the same local broker and with the same message size, one after the
+other (both share this machine's cores with the broker, so they never run at once):
+
+1. the broker's native Java tool at full speed: ``pulsar-perf produce`` (Pulsar 4.0 runs it as
+   ``org.apache.pulsar.testclient.PulsarPerfTestTool <client.conf> produce``; its
+   ``PerformanceProducer`` has no ``main`` of its own), batching off as in our driver, and
+   RocketMQ's ``org.apache.rocketmq.example.benchmark.Producer`` (remoting, 64 threads of sync
+   sends, its defaults);
+2. our driver closed-loop at maximum rate from ``--workers`` worker processes, async sends.
+
+The ratio bench/native says how much of the broker's capacity the suite can drive. RocketMQ
+gets more rows than Pulsar: the 5.x gRPC client through the proxy (what the scenarios use by
+default), async over remoting straight to the broker (the same protocol as the native tool),
+and ONEWAY over remoting, whose rate is counted by the broker (queue offsets of the topic),
+since nothing is acknowledged.
+
+Rates: the native tools report their own rates (pulsar-perf's per-second producer stats after
+the warm-up, averaged; RocketMQ's "Send TPS", a moving average over its last <= 10 s, taken at
+the end: with ``--seconds`` below 10 that window reaches into the warm-up). Ours is acknowledged
+messages over the measured window (warm-up excluded).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import click
+
+from bench.drivers.base import open_driver
+from bench.errors import BenchError, BrokerStartError
+from bench.infra.artifacts import ensure_classpath
+from bench.infra.java import find_java
+from bench.infra.manager import Infra
+from bench.infra.paths import bench_home, project_infra_dir
+from bench.infra.topology import Broker, Endpoints, InfraSettings
+from bench.metrics.intervals import ACKED, SENT, merge
+from bench.runner.worker import LoadSpec, WorkerPool, is_warmup
+
+TARGET_RATIO = 0.9
+NATIVE_GRACE_S = 60.0
+"""How long a native tool may take beyond its run time (JVM start, producer start, exit)."""
+
+_PERF_LINE = re.compile(r"Publish throughput:\s*([0-9.]+)\s*msg/s")
+_RMQ_TPS = re.compile(r"Send TPS:\s*(\d+)")
+
+
+@dataclass
+class CalibrationRow:
+    """One comparison: the native tool's rate against ours for one broker and send path."""
+
+    broker: str
+    path: str
+    send_mode: str
+    native_rate: float | None
+    bench_rate: float | None
+    ratio: float | None
+    message_size: int
+    workers: int
+    seconds: float
+    native_tool: str
+    bench_sent_rate: float | None = None
+    broker_rate: float | None = None
+    bench_errors: dict[str, int] = field(default_factory=dict)
+    notes: str = ""
+    rounds: int = 1
+    native_rates: list[float] = field(default_factory=list)
+    """Each round's native rate (the row's ``native_rate`` is their median)."""
+    bench_rates: list[float] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        """The row as JSON-able dict (rates rounded to 0.1 msg/s, ratio to 0.001)."""
+        d = asdict(self)
+        for k in ("native_rate", "bench_rate", "bench_sent_rate", "broker_rate"):
+            if d[k] is not None:
+                d[k] = round(d[k], 1)
+        if d["ratio"] is not None:
+            d["ratio"] = round(d["ratio"], 3)
+        return d
+
+
+# -- native tools ----------------------------------------------------------------------------
+def _run_java(
+    argv: list[str], log: Path, run_s: float, cwd: Path, started: re.Pattern[str] | None = None
+) -> str:
+    """Run a native tool for ``run_s`` seconds, then SIGTERM it (its shutdown hook prints the
+    totals); return its output. With ``started``, the ``run_s`` seconds count from the first
+    output line matching it (JVM and client start-up take a while and vary), waiting at most
+    :data:`NATIVE_GRACE_S` for that line. The process is ours alone, stopped by its own PID."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=cwd)
+        try:
+            end = time.monotonic() + run_s
+            if started is not None:
+                end = time.monotonic() + NATIVE_GRACE_S
+                while time.monotonic() < end and proc.poll() is None:
+                    if started.search(log.read_text(errors="replace")):
+                        end = time.monotonic() + run_s
+                        break
+                    time.sleep(0.2)
+            try:
+                proc.wait(timeout=max(0.0, end - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.terminate()
+                proc.wait(timeout=NATIVE_GRACE_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=30)
+    return log.read_text(errors="replace")
+
+
+def parse_pulsar_perf(output: str, skip: int) -> float | None:
+    """Mean of pulsar-perf's per-second producer throughput lines, the first ``skip`` (warm-up)
+    and the last (a partial second at shutdown) left out."""
+    rates = [float(m.group(1)) for m in _PERF_LINE.finditer(output)]
+    rates = rates[skip:-1] if len(rates) > skip + 1 else rates[-1:]
+    return statistics.fmean(rates) if rates else None
+
+
+def parse_rocketmq_producer(output: str) -> float | None:
+    """The last "Send TPS" of RocketMQ's benchmark Producer (a mean over its last <= 10 s)."""
+    rates = [int(m.group(1)) for m in _RMQ_TPS.finditer(output)]
+    return float(rates[-1]) if rates else None
+
+
+def native_pulsar(
+    ep: Endpoints, topic: str, size: int, seconds: float, warmup: float, work: Path
+) -> tuple[float | None, Path]:
+    """Run pulsar-perf against ``ep`` at full speed; return (rate, log path)."""
+    java = find_java().executable
+    cp = ensure_classpath("pulsar").joined()
+    conf = work / "pulsar-client.conf"
+    conf.write_text(f"webServiceUrl={ep.admin_urls[0]}/\nbrokerServiceUrl={ep.service_url}/\n")
+    log4j = project_infra_dir() / "conf" / "pulsar" / "log4j2.xml"
+    run_s = warmup + seconds
+    argv = [
+        java,
+        "-Xmx512m",
+        f"-Dlog4j.configurationFile={log4j}",
+        "-cp",
+        cp,
+        "org.apache.pulsar.testclient.PulsarPerfTestTool",
+        str(conf),
+        "produce",
+        "--service-url",
+        ep.service_url,
+        "--admin-url",
+        ep.admin_urls[0],
+        # pulsar-perf refuses rate 0; this is far above what one machine can send.
+        "--rate",
+        "10000000",
+        "--size",
+        str(size),
+        "--test-duration",
+        str(round(run_s)),
+        "--stats-interval-seconds",
+        "1",
+        "--disable-batching",
+        f"persistent://public/default/{topic}",
+    ]
+    log = work / f"pulsar-perf-{topic}.log"
+    out = _run_java(argv, log, run_s + NATIVE_GRACE_S, work)
+    return parse_pulsar_perf(out, skip=max(1, int(warmup))), log
+
+
+def native_rocketmq(
+    ep: Endpoints, topic: str, size: int, seconds: float, warmup: float, work: Path
+) -> tuple[float | None, Path]:
+    """Run RocketMQ's benchmark Producer against ``ep``; return (rate, log path)."""
+    java = find_java().executable
+    cp = ensure_classpath("rocketmq-perf").joined()
+    home = work / "rocketmq-perf-home"
+    home.mkdir(parents=True, exist_ok=True)
+    argv = [
+        java,
+        "-Xmx512m",
+        # Its client logs go under user.home: keep them in the work dir.
+        f"-Duser.home={home}",
+        "-cp",
+        cp,
+        "org.apache.rocketmq.example.benchmark.Producer",
+        "-n",
+        ep.namesrv,
+        "-t",
+        topic,
+        "-s",
+        str(size),
+        "-ri",
+        "1000",
+    ]
+    log = work / f"rocketmq-producer-{topic}.log"
+    # It runs until stopped: warm-up and the measured window from its first report on.
+    out = _run_java(argv, log, warmup + seconds, work, started=_RMQ_TPS)
+    return parse_rocketmq_producer(out), log
+
+
+# -- our driver ------------------------------------------------------------------------------
+@dataclass
+class BenchRate:
+    """What our workers achieved in the measured window."""
+
+    acked_rate: float
+    sent_rate: float
+    broker_rate: float | None
+    errors: dict[str, int]
+    failures: dict[str, str]
+
+
+def bench_rate(
+    broker: Broker,
+    ep: Endpoints,
+    *,
+    path: str,
+    send_mode: str,
+    topic: str,
+    size: int,
+    seconds: float,
+    warmup: float,
+    workers: int,
+    max_in_flight: int,
+    driver_settings: dict[str, Any] | None = None,
+) -> BenchRate:
+    """Run ``workers`` closed-loop producer processes on ``topic``; measure the window after
+    ``warmup``. With ONEWAY the broker's stored-message count gives ``broker_rate``."""
+    run_id = f"cal-{uuid.uuid4().hex[:8]}"
+    specs = [
+        LoadSpec(
+            worker_id=f"cal{i}",
+            broker=broker,
+            endpoints=LoadSpec.endpoints_text(ep),
+            run_id=run_id,
+            topics=(topic,),
+            path=path,
+            producers_per_topic=1,
+            rate_per_s=None,
+            max_in_flight=max_in_flight,
+            send_mode=send_mode,
+            message_size=size,
+            subscriptions_per_topic=0,
+            warmup_s=warmup,
+            duration_s=seconds,
+            deadline_s=warmup + seconds + 300.0,
+            driver_settings=dict(driver_settings or {}),
+        )
+        for i in range(workers)
+    ]
+    collected = []
+    broker_rate = None
+    with open_driver(broker, ep, path=path) as admin, WorkerPool() as pool:
+        pool.start(specs)
+        go = time.monotonic()
+        before: tuple[float, int] | None = None
+        after: tuple[float, int] | None = None
+        deadline = go + warmup + seconds + 120.0
+        while not pool.producers_done() and time.monotonic() < deadline:
+            collected += pool.poll(0.5)
+            now = time.monotonic()
+            if send_mode == "oneway":
+                if before is None and now >= go + warmup:
+                    before = (now, admin.broker_stats([topic])["messages_in"])
+                if after is None and now >= go + warmup + seconds:
+                    after = (now, admin.broker_stats([topic])["messages_in"])
+            if pool.failures:
+                break
+        pool.stop()
+        collected += pool.poll(0)
+        failures = pool.failures
+        if send_mode == "oneway" and before is not None:
+            # ONEWAY frames still in socket buffers land a moment later: let them.
+            time.sleep(1.0)
+            end = after or (time.monotonic(), admin.broker_stats([topic])["messages_in"])
+            broker_rate = (end[1] - before[1]) / max(1e-9, end[0] - before[0])
+    measured = [s for s in collected if not is_warmup(s)]
+    if not measured:
+        why = "; ".join(f"{w}: {e}" for w, e in failures.items()) or "no interval arrived"
+        raise BenchError(f"calibration of {broker} ({path}, {send_mode}) measured nothing: {why}")
+    m = merge(measured)
+    window = (m.end_ns - m.start_ns) / 1e9
+    acked = m.counters.get(ACKED, 0)
+    sent = m.counters.get(SENT, 0)
+    return BenchRate(acked / window, sent / window, broker_rate, dict(m.errors), failures)
+
+
+# -- the command -----------------------------------------------------------------------------
+def _ratio(bench: float | None, native: float | None) -> float | None:
+    if bench is None or not native:
+        return None
+    return bench / native
+
+
+def calibrate_broker(
+    broker: Broker,
+    ep: Endpoints,
+    *,
+    size: int,
+    seconds: float,
+    warmup: float,
+    workers: int,
+    max_in_flight: int,
+    work: Path,
+    progress: Callable[[str], None],
+    rounds: int = 1,
+) -> list[CalibrationRow]:
+    """Native tool, then our driver (and, for RocketMQ, its other paths), ``rounds`` times
+    interleaved; one row per path with the medians (a shared machine's load drifts, so the two
+    sides are measured alternately rather than one long run each)."""
+    tag = uuid.uuid4().hex[:6]
+    with open_driver(broker, ep, path="direct" if broker == "pulsar" else "proxy") as admin:
+        topics = [f"calibrate-{tag}-{k}" for k in ("native", "bench", "direct", "oneway")]
+        for r in admin.create_topics(topics, 4):
+            if not r.ok:
+                raise BrokerStartError(f"cannot create calibration topic {r.name}: {r.error}")
+    if broker == "pulsar":
+        tool = "pulsar-perf produce (batching off)"
+        runs = [("direct", "async", topics[1], "batching off in both")]
+    else:
+        tool = "rocketmq-example benchmark.Producer (remoting, 64 sync threads)"
+        runs = [
+            ("proxy", "async", topics[1], "5.x gRPC client through the proxy"),
+            ("direct", "async", topics[2], "remoting straight to the broker"),
+            ("direct", "oneway", topics[3], "ONEWAY over remoting; rate = broker-stored"),
+        ]
+    natives: list[float] = []
+    got: dict[tuple[str, str], list[BenchRate]] = {(p, m): [] for p, m, _, _ in runs}
+    for n in range(rounds):
+        progress(f"{broker}: round {n + 1}/{rounds}: {tool} for {warmup + seconds:.0f} s")
+        if broker == "pulsar":
+            native, log = native_pulsar(ep, topics[0], size, seconds, warmup, work)
+        else:
+            native, log = native_rocketmq(ep, topics[0], size, seconds, warmup, work)
+        if native is None:
+            raise BenchError(f"{tool} reported no rate; see {log}")
+        natives.append(native)
+        for path, mode, topic, _ in runs:
+            progress(
+                f"{broker}: round {n + 1}/{rounds}: our driver ({path}, {mode}), {workers} workers"
+            )
+            got[(path, mode)].append(
+                bench_rate(
+                    broker,
+                    ep,
+                    path=path,
+                    send_mode=mode,
+                    topic=topic,
+                    size=size,
+                    seconds=seconds,
+                    warmup=warmup,
+                    workers=workers,
+                    max_in_flight=max_in_flight,
+                )
+            )
+    native_rate = statistics.median(natives)
+    rows: list[CalibrationRow] = []
+    for path, mode, _, note in runs:
+        results = got[(path, mode)]
+        per_round = [g.broker_rate if mode == "oneway" else g.acked_rate for g in results]
+        rates = [r for r in per_round if r is not None]
+        rate = statistics.median(rates) if rates else None
+        errors: dict[str, int] = {}
+        notes = note
+        for g in results:
+            for k, v in g.errors.items():
+                errors[k] = errors.get(k, 0) + v
+            if g.failures:
+                notes += "; worker failures: " + "; ".join(
+                    f"{w}: {e}" for w, e in g.failures.items()
+                )
+        brokers = [g.broker_rate for g in results if g.broker_rate is not None]
+        rows.append(
+            CalibrationRow(
+                broker=broker,
+                path=path,
+                send_mode=mode,
+                native_rate=native_rate,
+                bench_rate=rate,
+                ratio=_ratio(rate, native_rate),
+                message_size=size,
+                workers=workers,
+                seconds=seconds,
+                native_tool=tool,
+                bench_sent_rate=statistics.median([g.sent_rate for g in results]),
+                broker_rate=statistics.median(brokers) if brokers else None,
+                bench_errors=errors,
+                notes=notes,
+                rounds=rounds,
+                native_rates=[round(x, 1) for x in natives],
+                bench_rates=[round(x, 1) for x in rates],
+            )
+        )
+    return rows
+
+
+def _format_table(rows: Sequence[CalibrationRow]) -> str:
+    head = (
+        f"{'broker':9} {'path':7} {'mode':7} {'native/s':>10} {'bench/s':>10} {'ratio':>6}  notes"
+    )
+    lines = [head]
+    for r in rows:
+        ratio = f"{r.ratio:.2f}" if r.ratio is not None else "-"
+        bench = f"{r.bench_rate:.0f}" if r.bench_rate is not None else "-"
+        native = f"{r.native_rate:.0f}" if r.native_rate is not None else "-"
+        flag = "" if r.ratio is None or r.ratio >= TARGET_RATIO else "  (below 0.9)"
+        lines.append(
+            f"{r.broker:9} {r.path:7} {r.send_mode:7} {native:>10} {bench:>10} {ratio:>6}  "
+            f"{r.notes}{flag}"
+        )
+    return "\n".join(lines)
+
+
+@click.command("calibrate")
+@click.option(
+    "--broker",
+    type=click.Choice(["pulsar", "rocketmq", "all"]),
+    default="all",
+    show_default=True,
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as a JSON list.")
+@click.option("--message-size", type=click.IntRange(64, 4 << 20), default=1024, show_default=True)
+@click.option("--seconds", type=click.FloatRange(1, 3600), default=20.0, show_default=True)
+@click.option(
+    "--warmup", type=click.FloatRange(0, 600), default=3.0, show_default=True, help="Seconds."
+)
+@click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True)
+@click.option("--max-in-flight", type=click.IntRange(1, 100000), default=1000, show_default=True)
+@click.option(
+    "--infra-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Use the brokers already up in this infra directory instead of starting our own.",
+)
+@click.option(
+    "--port-offset",
+    type=click.IntRange(0, 40000),
+    default=13000,
+    show_default=True,
+    help="Port offset of the brokers calibrate starts itself.",
+)
+@click.option(
+    "--rounds",
+    type=click.IntRange(1, 20),
+    default=1,
+    show_default=True,
+    help="Alternate native and bench runs this many times; report the medians.",
+)
+@click.option(
+    "--min-ratio",
+    type=click.FloatRange(0, 10),
+    default=None,
+    help="Exit non-zero if any ratio is below this (for CI).",
+)
+def calibrate_cmd(
+    broker: str,
+    as_json: bool,
+    message_size: int,
+    seconds: float,
+    warmup: float,
+    workers: int,
+    max_in_flight: int,
+    infra_dir: Path | None,
+    port_offset: int,
+    rounds: int,
+    min_ratio: float | None,
+) -> None:
+    """Compare the native Java tools' maximum rate with our driver's, on the same broker."""
+    brokers = cast(tuple[Broker, ...], ("pulsar", "rocketmq") if broker == "all" else (broker,))
+
+    def progress(msg: str) -> None:
+        click.echo(f"  {msg}", err=True)
+
+    work = Path(tempfile.mkdtemp(prefix="calibrate-", dir=_work_root()))
+    rows: list[CalibrationRow] = []
+    try:
+        for b in brokers:
+            rows += _calibrate_one(
+                b,
+                infra_dir=infra_dir,
+                port_offset=port_offset,
+                size=message_size,
+                seconds=seconds,
+                warmup=warmup,
+                workers=workers,
+                max_in_flight=max_in_flight,
+                work=work,
+                progress=progress,
+                rounds=rounds,
+            )
+    finally:
+        if infra_dir is None:
+            shutil.rmtree(work / "infra", ignore_errors=True)
+    if as_json:
+        click.echo(json.dumps([r.to_json() for r in rows], indent=2))
+    else:
+        click.echo(_format_table(rows))
+        click.echo(f"(logs of the native tools: {work})")
+    if min_ratio is not None:
+        low = [r for r in rows if r.ratio is None or r.ratio < min_ratio]
+        if low:
+            what = ", ".join(f"{r.broker}/{r.path}/{r.send_mode}={r.ratio}" for r in low)
+            raise BenchError(f"calibration ratio below {min_ratio}: {what}")
+
+
+def _work_root() -> Path:
+    root = bench_home() / "calibrate"
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def _calibrate_one(
+    broker: Broker,
+    *,
+    infra_dir: Path | None,
+    port_offset: int,
+    size: int,
+    seconds: float,
+    warmup: float,
+    workers: int,
+    max_in_flight: int,
+    work: Path,
+    progress: Callable[[str], None],
+    rounds: int,
+) -> list[CalibrationRow]:
+    kwargs: dict[str, Any] = {
+        "rounds": rounds,
+        "size": size,
+        "seconds": seconds,
+        "warmup": warmup,
+        "workers": workers,
+        "max_in_flight": max_in_flight,
+        "work": work,
+        "progress": progress,
+    }
+    if infra_dir is not None:
+        infra = Infra(infra_dir)
+        return calibrate_broker(broker, infra.endpoints(broker), **kwargs)
+    infra = Infra(work / "infra" / broker)
+    progress(f"starting {broker} (port offset {port_offset}) in {infra.root}")
+    try:
+        infra.up(InfraSettings(brokers=(broker,), port_offset=port_offset), progress=progress)
+        return calibrate_broker(broker, infra.endpoints(broker), **kwargs)
+    finally:
+        progress(f"stopping {broker}")
+        try:
+            infra.down()
+        except BenchError as exc:
+            progress(f"stopping {broker}: {exc}")

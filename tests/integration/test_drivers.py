@@ -1,0 +1,295 @@
+"""Both drivers and the worker pool against real brokers (no fakes stand in for a broker here).
+
+One standalone broker at a time: a module-scoped fixture brings it up through ``bench.infra``
+(port offset 12000, its own temp dir) and always brings it down. Tests that kill the broker run
+last for their broker.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import cast
+
+import pytest
+from click.testing import CliRunner
+
+from bench.drivers.base import Driver, open_driver
+from bench.infra.manager import Infra
+from bench.infra.topology import Broker, InfraSettings
+from bench.metrics.intervals import ACKED, SENT, IntervalStats, merge
+from bench.runner.calibrate import calibrate_cmd
+from bench.runner.worker import LoadSpec, WorkerPool, split_topics
+
+pytestmark = pytest.mark.integration
+
+PORT_OFFSET = 12000
+PATHS = {"pulsar": "direct", "rocketmq": "proxy"}
+
+try:  # the session guard in conftest checks that every infra it knows of is down at the end
+    from tests.integration.conftest import _created as _guarded
+except ImportError:  # pragma: no cover - run outside the package layout
+    _guarded = []
+
+
+@pytest.fixture(scope="module", params=["pulsar", "rocketmq"])
+def infra(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, Infra]]:
+    broker: str = request.param
+    infra = Infra(tmp_path_factory.mktemp(f"drivers-{broker}"))
+    _guarded.append(infra)
+    try:
+        infra.up(InfraSettings(brokers=(cast(Broker, broker),), port_offset=PORT_OFFSET))
+        yield broker, infra
+    finally:
+        infra.down()
+
+
+def _driver(broker: str, infra: Infra, path: str | None = None) -> Driver:
+    return open_driver(broker, infra.endpoints(cast(Broker, broker)), path=path or PATHS[broker])
+
+
+def _names(prefix: str, n: int) -> list[str]:
+    tag = uuid.uuid4().hex[:6]
+    return [f"{prefix}-{tag}-{i}" for i in range(n)]
+
+
+def test_create_1000_topics_and_look_each_up(infra: tuple[str, Infra]) -> None:
+    broker, inf = infra
+    names = _names("grow", 1000)
+    with _driver(broker, inf) as driver:
+        started = time.monotonic()
+        results = list(driver.create_topics(names, concurrency=32))
+        took = time.monotonic() - started
+        failed = [r for r in results if not r.ok]
+        assert not failed, f"{len(failed)} creations failed, e.g. {failed[:3]}"
+        assert sorted(r.name for r in results) == sorted(names)
+        assert all(r.latency_us > 0 for r in results)
+        print(f"{broker}: 1000 topics in {took:.1f} s ({1000 / took:.0f}/s)")
+
+        with ThreadPoolExecutor(16) as pool:
+            admin = list(pool.map(lambda t: driver.lookup(t, 30.0, "admin"), names))
+        assert len(admin) == 1000 and all(us > 0 for us in admin)
+        # The client-side lookup (Pulsar: a producer's binary lookup; RocketMQ: the proxy's
+        # QueryRoute) is slower to set up; a sample of 100 topics covers it.
+        client = [driver.lookup(t, 30.0, "client") for t in names[::10]]
+        assert len(client) == 100 and all(us > 0 for us in client)
+
+        missing = f"never-created-{uuid.uuid4().hex[:6]}"
+        if broker == "rocketmq":
+            # Auto-creation is off: a lookup of an unknown topic is a broker refusal.
+            with pytest.raises(Exception) as err:
+                driver.lookup(missing, 10.0, "admin")
+            assert driver.classify(err.value) == "broker_error"
+
+
+def _run(
+    broker: str,
+    inf: Infra,
+    topics: list[str],
+    *,
+    workers: int,
+    path: str,
+    send_mode: str = "async",
+    rate: float | None = None,
+    max_messages: int | None = None,
+    duration_s: float | None = None,
+    subs: int = 1,
+) -> tuple[list[IntervalStats], bool, WorkerPool]:
+    run_id = f"it-{uuid.uuid4().hex[:8]}"
+    ep = inf.endpoints(cast(Broker, broker))
+    specs = [
+        LoadSpec(
+            worker_id=f"w{i}",
+            broker=broker,
+            endpoints=LoadSpec.endpoints_text(ep),
+            run_id=run_id,
+            topics=shard,
+            path=path,
+            send_mode=send_mode,
+            rate_per_s=rate / workers if rate else None,
+            max_messages=max_messages // workers if max_messages else None,
+            duration_s=duration_s,
+            subscriptions_per_topic=subs,
+            max_in_flight=200,
+            deadline_s=300.0,
+        )
+        for i, shard in enumerate(split_topics(topics, workers))
+    ]
+    pool = WorkerPool()
+    stats: list[IntervalStats] = []
+    try:
+        pool.start(specs)
+        deadline = time.monotonic() + 120
+        while not pool.producers_done() and time.monotonic() < deadline:
+            stats += pool.poll(0.5)
+        assert pool.producers_done(), "producers did not finish in 120 s"
+        drained = pool.drain(90.0)
+        stats += pool.poll(0)
+    except BaseException:
+        pool.stop()
+        raise
+    return stats, drained, pool
+
+
+def test_sequenced_messages_arrive_with_zero_loss(infra: tuple[str, Infra]) -> None:
+    broker, inf = infra
+    topics = _names("seq", 4)
+    with _driver(broker, inf) as driver:
+        assert all(r.ok for r in driver.create_topics(topics))
+    stats, drained, pool = _run(
+        broker, inf, topics, workers=2, path=PATHS[broker], rate=400.0, duration_s=5.0, subs=2
+    )
+    try:
+        book = pool.ledgers()
+    finally:
+        pool.stop()
+    stats += pool.poll(0)  # the final interval, shipped as the workers stop
+    assert not pool.failures
+    assert drained, "every acknowledged message must arrive in a clean run"
+    reports = book.reconcile()
+    assert len(reports) == len(topics) * 2
+    for r in reports:
+        assert r.acked > 0, f"{r.topic}/{r.subscription}: nothing acknowledged"
+        assert (r.lost, r.duplicated, r.received_not_acked) == (0, 0, 0), r
+        assert r.received == r.acked
+    merged = merge(stats)
+    assert merged.counters[SENT] == merged.counters[ACKED] == sum(r.acked for r in reports) // 2
+    assert not merged.errors
+
+
+def test_sync_sends_through_the_other_path(infra: tuple[str, Infra]) -> None:
+    broker, inf = infra
+    # Pulsar runs without its proxy here; for RocketMQ "direct" is remoting to the broker.
+    path = "direct"
+    topics = _names("sync", 2)
+    with _driver(broker, inf) as driver:
+        assert all(r.ok for r in driver.create_topics(topics))
+    _stats, drained, pool = _run(
+        broker, inf, topics, workers=1, path=path, send_mode="sync", max_messages=300
+    )
+    try:
+        book = pool.ledgers()
+    finally:
+        pool.stop()
+    assert drained and not pool.failures
+    reports = book.reconcile()
+    assert sum(r.acked for r in reports) == 300
+    assert sum(r.lost + r.duplicated for r in reports) == 0
+
+
+def test_rocketmq_oneway_sends_arrive(infra: tuple[str, Infra]) -> None:
+    broker, inf = infra
+    if broker != "rocketmq":
+        pytest.skip("ONEWAY is RocketMQ's")
+    topics = _names("oneway", 2)
+    with _driver(broker, inf, "direct") as driver:
+        assert all(r.ok for r in driver.create_topics(topics))
+        _stats, drained, pool = _run(
+            broker,
+            inf,
+            topics,
+            workers=2,
+            path="direct",
+            send_mode="oneway",
+            rate=500.0,
+            max_messages=2000,
+        )
+        try:
+            book = pool.ledgers()
+        finally:
+            pool.stop()
+        stored = driver.broker_stats(topics)
+    assert not pool.failures
+    sent = sum(len(p.sent) for p in book.producers.values())
+    assert sent == 2000
+    assert all(len(p.acked) == 0 for p in book.producers.values())
+    received = sum(len(r.received) for c in book.consumers.values() for r in c.by_producer.values())
+    assert drained, "every ONEWAY message should reach the consumers on an idle broker"
+    assert received == sent, "consumers count every ONEWAY message"
+    assert stored["messages_in"] == sent, "the broker stored every ONEWAY message"
+
+
+def test_calibrate_json_end_to_end(infra: tuple[str, Infra]) -> None:
+    broker, inf = infra
+    result = CliRunner().invoke(
+        calibrate_cmd,
+        [
+            "--broker",
+            broker,
+            "--json",
+            "--seconds",
+            "5",
+            "--warmup",
+            "1",
+            "--workers",
+            "2",
+            "--infra-dir",
+            str(inf.root),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert isinstance(rows, list)
+    expected = (
+        {("pulsar", "direct", "async")}
+        if broker == "pulsar"
+        else {
+            ("rocketmq", "proxy", "async"),
+            ("rocketmq", "direct", "async"),
+            ("rocketmq", "direct", "oneway"),
+        }
+    )
+    assert {(r["broker"], r["path"], r["send_mode"]) for r in rows} == expected
+    for row in rows:
+        assert row["native_rate"] > 0 and row["bench_rate"] > 0
+        assert row["ratio"] == pytest.approx(row["bench_rate"] / row["native_rate"], rel=0.01)
+        assert row["message_size"] == 1024 and row["workers"] == 2
+        assert row["notes"]
+
+
+def test_producers_survive_a_kill_9_and_restart(infra: tuple[str, Infra]) -> None:
+    """Runs last for its broker: the broker is killed and restarted under load."""
+    broker, inf = infra
+    topics = _names("kill", 2)
+    with _driver(broker, inf) as driver:
+        assert all(r.ok for r in driver.create_topics(topics))
+    ep = inf.endpoints(cast(Broker, broker))
+    specs = [
+        LoadSpec(
+            worker_id="k0",
+            broker=broker,
+            endpoints=LoadSpec.endpoints_text(ep),
+            run_id=f"kill-{uuid.uuid4().hex[:6]}",
+            topics=tuple(topics),
+            path=PATHS[broker],
+            rate_per_s=100.0,
+            subscriptions_per_topic=1,
+            max_in_flight=500,
+            deadline_s=400.0,
+        )
+    ]
+    target = inf.killable(cast(Broker, broker))[0]
+    with WorkerPool() as pool:
+        pool.start(specs)
+        before = _acked_within(pool, 3.0)
+        assert before > 0
+        inf.kill9(target)
+        inf.restart(target)
+        # Clients reconnect by themselves; acknowledgements must resume.
+        after = _acked_within(pool, 60.0)
+        assert not pool.failures, pool.failures
+        assert after > 0, "no send was acknowledged after the broker came back"
+        pool.stop()
+
+
+def _acked_within(pool: WorkerPool, seconds: float) -> int:
+    acked = 0
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        acked += sum(s.counters.get(ACKED, 0) for s in pool.poll(0.5))
+    return acked
