@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 PROFILE ?= quick
 
-.PHONY: run test setup fetch lint nightly clean
+.PHONY: run test setup fetch browser lint nightly clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,17 +20,29 @@ setup: $(STAMP)
 fetch: setup
 	$(BIN)/bench infra fetch
 
-# Main job: brokers up, the default comparison run, the HTML report written.
+# Main job: brokers up, the quick profile of every scenario on both brokers, the HTML report.
+# The report is written even when some steps were not clean (the exit status still says so).
 run: fetch
-	$(BIN)/bench infra smoke --messages 1000
+	@status=0; $(BIN)/bench run scenarios/*.yaml --profile $(PROFILE) --out reports/runs || status=$$?; \
+	run_dir=$$(ls -td reports/runs/*/ 2>/dev/null | head -1); \
+	if [ -n "$$run_dir" ]; then $(BIN)/bench report "$$run_dir" -o reports/report.html && \
+	  echo "report: reports/report.html (run $$run_dir)"; fi; exit $$status
+
+# The nightly CI benchmark: quick profiles, history, report, regression check.
+nightly: fetch
+	$(BIN)/bench nightly
 
 lint: setup
 	$(BIN)/ruff check bench tests
 	$(BIN)/ruff format --check bench tests
 	$(BIN)/mypy
 
+# Debian's chromium for the report's headless-browser test (root: apt-get; else it is skipped).
+browser:
+	bash infra/setup-browser.sh
+
 # Every test, the integration tests against the real brokers included.
-test: fetch lint
+test: fetch browser lint
 	$(BIN)/pytest
 
 clean:

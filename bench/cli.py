@@ -241,6 +241,115 @@ def infra_smoke(infra_obj: object, messages: int, topology: str, port_offset: in
         click.echo(f"stopped {len(stopped)} process(es)")
 
 
+# -- scenarios -------------------------------------------------------------------------------
+@cli.command("validate")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=True))
+def validate_cmd(files: tuple[str, ...]) -> None:
+    """Check scenario FILES strictly; one line per file, the first problem named exactly."""
+    from bench.errors import ConfigError
+    from bench.scenarios.loader import load_scenario
+    from bench.scenarios.model import expand_steps
+
+    bad = 0
+    for f in files:
+        try:
+            sc = load_scenario(f)
+            steps = sum(len(expand_steps(sc, p)) for p in ("quick", "full"))
+            click.echo(f"{f}: ok ({sc.kind}, {sc.topology}, {steps} steps over both profiles)")
+        except ConfigError as exc:
+            bad += 1
+            click.echo(f"bench: error: {exc}", err=True)
+    if bad:
+        raise SystemExit(2)
+
+
+@cli.command("list")
+@click.option(
+    "--dir", "directory", default="scenarios", show_default=True, type=click.Path(file_okay=False)
+)
+def list_cmd(directory: str) -> None:
+    """The scenario files in DIR, with a one-line description each."""
+    from bench.scenarios.loader import discover
+
+    for info in discover(directory):
+        click.echo(f"{info.path!s:<40} {info.name:<28} {info.description}")
+
+
+@cli.command("run")
+@click.argument("files", nargs=-1, required=True, type=click.Path())
+@click.option(
+    "--broker",
+    "brokers",
+    default="pulsar,rocketmq",
+    show_default=True,
+    help="Comma-separated: pulsar, rocketmq.",
+)
+@click.option("--profile", type=click.Choice(["quick", "full"]), default="quick", show_default=True)
+@click.option(
+    "--out",
+    "out_dir",
+    default="reports/runs",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Where the run directory is written.",
+)
+@click.option(
+    "--infra-dir",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Broker data/log directory [default ~/.cache/bench/infra/run].",
+)
+@click.option("--port-offset", type=int, default=0, show_default=True)
+def run_cmd(
+    files: tuple[str, ...],
+    brokers: str,
+    profile: str,
+    out_dir: str,
+    infra_dir: str | None,
+    port_offset: int,
+) -> None:
+    """Run scenario FILES on real brokers and write the run directory.
+
+    Each finished step is written at once; Ctrl-C stops the load and the brokers and leaves a
+    partial run. Exit status: 0 clean, 1 finished with failed steps or send errors, 130
+    interrupted, 2 bad input.
+    """
+    from bench.results.store import load_run
+    from bench.runner.api import run_scenarios
+    from bench.runner.progress import Progress
+
+    names = [b.strip() for b in brokers.split(",") if b.strip()]
+    run_dir = run_scenarios(
+        list(files),
+        brokers=names,
+        profile=profile,
+        out_dir=out_dir,
+        progress=Progress(),
+        infra_root=infra_dir,
+        port_offset=port_offset,
+    )
+    run = load_run(run_dir)
+    steps = run.steps
+    unclean = steps[steps["status"] != "ok"] if len(steps) else steps
+    click.echo(f"run written to {run_dir} ({len(steps)} steps, {len(unclean)} not clean)")
+    for _, row in unclean.iterrows():
+        click.echo(f"  {row['status']:<7} {row['scenario']} {row['step_id']}: {row['error'] or ''}")
+    if len(unclean):
+        raise SystemExit(1)
+
+
+def _add_commands() -> None:
+    """Commands that live beside the code they drive."""
+    from bench.report.commands import compare_cmd, nightly_cmd, report_cmd
+    from bench.runner.calibrate import calibrate_cmd
+
+    for command in (report_cmd, compare_cmd, nightly_cmd, calibrate_cmd):
+        cli.add_command(command)
+
+
+_add_commands()
+
+
 def main() -> None:
     """Entry point: run the CLI, turning a BenchError into one line and a non-zero exit."""
     try:

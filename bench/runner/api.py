@@ -1,0 +1,317 @@
+"""Running scenarios: the Runner's entry point.
+
+``run_scenarios`` loads and validates the scenario files, expands them into steps, brings the
+brokers up through :mod:`bench.infra` (fresh for each scenario and broker, and again whenever a
+step needs other broker-level settings), runs each step with its kind's executor, and writes
+each finished step to the results store at once. A step that fails is recorded as failed and the
+run goes on; Ctrl-C or SIGTERM stops the load, stops the brokers the run started, and leaves a
+``partial`` run with every finished step readable.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from bench.errors import BenchError, BrokerUnavailable, ConfigError, RunInterrupted
+from bench.infra.artifacts import pinned_version
+from bench.infra.manager import Infra
+from bench.infra.paths import default_infra_dir
+from bench.infra.topology import Broker, InfraSettings
+from bench.metrics.meta import client_versions, git_revision, host_info
+from bench.results.store import RunWriter
+from bench.runner.progress import Progress, QuietProgress
+from bench.scenarios.loader import load_many, scenario_hash
+from bench.scenarios.model import Scenario, Step, expand_steps
+
+StepRecord = dict[str, Any]
+
+
+@dataclass
+class StepContext:
+    """Everything a kind's executor needs for one step."""
+
+    run: RunWriter
+    run_id: str
+    scenario: Scenario
+    step: Step
+    infra: Infra
+    settings: InfraSettings
+    progress: Progress
+    message_size: int
+
+    @property
+    def broker(self) -> Broker:
+        return self.step.broker
+
+    def event(self, kind: str, **detail: Any) -> None:
+        self.run.event(
+            kind,
+            scenario=self.step.scenario,
+            step_id=self.step.step_id,
+            broker=self.step.broker,
+            **detail,
+        )
+
+
+Executor = Callable[[StepContext], StepRecord]
+
+
+def executors() -> dict[str, Executor]:
+    """Kind -> executor. Imported lazily: each pulls in drivers and worker machinery."""
+    from bench.runner.kill_recovery import run_step as kill_recovery
+    from bench.runner.send_frequency import run_step as send_frequency
+    from bench.runner.subscribe_frequency import run_step as subscribe_frequency
+    from bench.runner.topic_growth import run_step as topic_growth
+
+    return {
+        "topic-growth": topic_growth,
+        "send-frequency": send_frequency,
+        "subscribe-frequency": subscribe_frequency,
+        "kill-9-recovery": kill_recovery,
+    }
+
+
+def infra_settings_for(scenario: Scenario, step: Step, port_offset: int) -> InfraSettings:
+    """The broker-level settings a step needs (a change means a fresh infra)."""
+    params = step.params
+    proxy = (
+        step.broker == "pulsar"
+        and scenario.kind == "kill-9-recovery"
+        and params.get("path") == "proxy"
+    )
+    return InfraSettings(
+        brokers=(step.broker,),
+        topology=scenario.topology,
+        proxy=proxy,
+        port_offset=port_offset,
+        pulsar_session_timeout_ms=int(params.get("pulsar_session_timeout_ms", 30000)),
+        rocketmq_route_refresh_s=int(params.get("rocketmq_route_refresh_s", 20)),
+    )
+
+
+class BrokerSession:
+    """The infra of one (scenario, broker): brought up on first need, again when settings
+    change or after a step left the broker unhealthy, and always brought down."""
+
+    def __init__(self, root: Path, run: RunWriter, progress: Progress) -> None:
+        self.infra = Infra(root)
+        self.run = run
+        self.progress = progress
+        self.settings: InfraSettings | None = None
+        self.healthy = False
+
+    def ensure(self, settings: InfraSettings) -> None:
+        if self.settings == settings and self.healthy:
+            return
+        self.down()
+        broker = settings.brokers[0]
+        self.progress.message(
+            f"  bringing {broker} up ({settings.topology}"
+            f"{', proxy' if settings.proxy else ''}) fresh"
+        )
+        timings = self.infra.up(settings, fresh=True, progress=lambda m: None)
+        self.settings = settings
+        self.healthy = True
+        self.run.event(
+            "infra_up",
+            broker=broker,
+            detail={
+                "settings": settings.to_json(),
+                "timings": timings[broker],
+                "endpoints": self.infra.endpoints(broker).to_json(),
+            },
+        )
+
+    def down(self) -> None:
+        if self.settings is not None or self.infra.records():
+            stopped = self.infra.down()
+            if stopped:
+                self.run.event("infra_down", detail={"stopped": stopped})
+        self.settings = None
+        self.healthy = False
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Treat SIGTERM like Ctrl-C while a run is in progress (CI timeouts send SIGTERM)."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_metadata(
+    scenarios: Sequence[tuple[Path, Scenario]], profile: str, brokers: Sequence[str]
+) -> dict[str, Any]:
+    """What makes this run comparable with another (DESIGN.md section 4)."""
+    return {
+        "profile": profile,
+        "brokers": list(brokers),
+        "scenarios": [
+            {
+                "path": str(path),
+                "name": sc.name,
+                "kind": sc.kind,
+                "topology": sc.topology,
+                "sha256": scenario_hash(path),
+            }
+            for path, sc in scenarios
+        ],
+        "broker_versions": {
+            "rocketmq": pinned_version("rocketmq"),
+            "pulsar": pinned_version("pulsar"),
+        },
+        "client_versions": client_versions(),
+        "host": host_info(),
+        "git": git_revision(),
+        "durability": "async (RocketMQ ASYNC_FLUSH; bookie journalSyncData=false)",
+        "quorums": "Pulsar ensemble/write/ack 1/1/1; RocketMQ single master per broker name",
+    }
+
+
+def _failed_record(step: Step, started: float, error: str, status: str = "failed") -> StepRecord:
+    return {
+        "step_id": step.step_id,
+        "scenario": step.scenario,
+        "kind": step.kind,
+        "profile": step.profile,
+        "broker": step.broker,
+        "topology": step.topology,
+        "index": step.index,
+        "group": step.group,
+        "params": dict(step.params),
+        "status": status,
+        "error": error,
+        "started_at": started,
+        "ended_at": time.time(),
+        "window": {"start": started, "end": started},
+        "metrics": {},
+        "loss": None,
+    }
+
+
+def run_scenarios(
+    paths: Sequence[str | Path],
+    *,
+    brokers: Sequence[str] | None = None,
+    profile: str = "quick",
+    out_dir: str | Path = "reports/runs",
+    progress: Progress | None = None,
+    infra_root: str | Path | None = None,
+    port_offset: int = 0,
+) -> Path:
+    """Run every step of ``paths`` on ``brokers``; return the run directory.
+
+    Raises :class:`ConfigError` for bad files before anything starts, and
+    :class:`RunInterrupted` after Ctrl-C/SIGTERM (the run is then ``partial``).
+    """
+    progress = progress or QuietProgress()
+    loaded = load_many(paths)
+    pairs = list(zip((Path(p) for p in paths), loaded, strict=True))
+    wanted = list(brokers) if brokers else ["pulsar", "rocketmq"]
+    for b in wanted:
+        if b not in ("pulsar", "rocketmq"):
+            raise ConfigError(f"--broker: unknown broker {b!r}; known: pulsar, rocketmq")
+    plan: list[tuple[Scenario, str, list[Step]]] = []
+    for _, sc in pairs:
+        steps = expand_steps(sc, profile)
+        for b in [b for b in sc.brokers if b in wanted]:
+            plan.append((sc, b, [s for s in steps if s.broker == b]))
+    total = sum(len(steps) for _, _, steps in plan)
+    if total == 0:
+        raise ConfigError(f"nothing to run: no steps for brokers {', '.join(wanted)}")
+    progress.steps_total = total
+    root = Path(infra_root) if infra_root else default_infra_dir() / "run"
+    table = executors()
+    run = RunWriter.create(out_dir, run_metadata(pairs, profile, wanted))
+    progress.message(f"run {run.run_id}: {total} steps -> {run.run_dir}")
+    try:
+        with run, _sigterm_as_interrupt():
+            for scenario, broker, steps in plan:
+                session = BrokerSession(root / broker, run, progress)
+                try:
+                    for step in steps:
+                        _run_one(run, session, scenario, step, table, progress, port_offset)
+                finally:
+                    session.down()
+    except KeyboardInterrupt:
+        run.event("interrupted", detail={"steps_done": progress.steps_done})
+        raise RunInterrupted(
+            f"interrupted after {progress.steps_done}/{total} steps; the brokers were stopped "
+            f"and the finished steps are kept in {run.run_dir} (run marked partial)"
+        ) from None
+    return run.run_dir
+
+
+def _run_one(
+    run: RunWriter,
+    session: BrokerSession,
+    scenario: Scenario,
+    step: Step,
+    table: dict[str, Executor],
+    progress: Progress,
+    port_offset: int,
+) -> None:
+    started = time.time()
+    settings = infra_settings_for(scenario, step, port_offset)
+    try:
+        session.ensure(settings)
+        progress.start_step(f"{step.scenario} {step.step_id}", _expected_s(scenario, step))
+        ctx = StepContext(
+            run,
+            run.run_id,
+            scenario,
+            step,
+            session.infra,
+            settings,
+            progress,
+            scenario.profile(step.profile).message_size,
+        )
+        record = table[scenario.kind](ctx)
+    except KeyboardInterrupt:
+        raise
+    except BenchError as exc:
+        # A broker that stopped answering fails this step; the next one starts it fresh.
+        if isinstance(exc, BrokerUnavailable):
+            session.healthy = False
+        record = _failed_record(step, started, str(exc))
+        run.event(
+            "step_failed",
+            scenario=step.scenario,
+            step_id=step.step_id,
+            broker=step.broker,
+            detail=str(exc),
+        )
+    except Exception as exc:  # a bug: keep the traceback in the events, go on with the run
+        session.healthy = False
+        record = _failed_record(step, started, f"{type(exc).__name__}: {exc}")
+        run.event(
+            "step_failed", step_id=step.step_id, broker=step.broker, detail=traceback.format_exc()
+        )
+    run.write_step(record)
+    m = record.get("metrics") or {}
+    summary = f"{record['status']}"
+    if "publish_tps" in m:
+        summary += f": {m['publish_tps']:.0f} msg/s published"
+    if record.get("error"):
+        summary += f" ({record['error'].splitlines()[0][:160]})"
+    progress.end_step(summary)
+
+
+def _expected_s(scenario: Scenario, step: Step) -> float | None:
+    prof = scenario.profile(step.profile)
+    duration = getattr(prof, "duration_s", None)
+    return float(duration) if duration else None

@@ -1,0 +1,149 @@
+"""What the four step executors share: opening a driver, creating topics, a base load spec,
+and turning a :class:`StepMeter` into a written step record."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bench.drivers.base import Driver, open_driver
+from bench.metrics import histograms
+from bench.runner.measure import StepMeter, latency
+from bench.runner.record import step_record
+from bench.runner.worker import LoadSpec
+
+if TYPE_CHECKING:
+    from bench.runner.api import StepContext
+
+
+def topic_names(ctx: StepContext, prefix: str, n: int) -> list[str]:
+    """Shard-aware, run-unique topic names (``<prefix>-<run>-<i>``)."""
+    run = ctx.run_id.rsplit("-", 1)[-1]
+    return [f"{prefix}-{run}-{i:06d}" for i in range(n)]
+
+
+def open_step_driver(ctx: StepContext, path: str = "direct") -> Driver:
+    return open_driver(ctx.broker, ctx.infra.endpoints(ctx.broker), path=path)
+
+
+@dataclass
+class Creation:
+    """Topic creation figures (latency in a histogram, microseconds)."""
+
+    created: int
+    errors: int
+    seconds: float
+    hist: Any
+    first_error: str | None = None
+
+    @property
+    def rate_per_s(self) -> float:
+        return self.created / self.seconds if self.seconds > 0 else 0.0
+
+
+def create_topics(driver: Driver, names: Sequence[str], concurrency: int) -> Creation:
+    """Create ``names``; failures are counted, not raised."""
+    hist = histograms.new_histogram()
+    created = errors = 0
+    first_error = None
+    started = time.monotonic()
+    for res in driver.create_topics(list(names), concurrency=concurrency):
+        if res.ok:
+            created += 1
+            histograms.record(hist, max(1, int(res.latency_us)))
+        else:
+            errors += 1
+            first_error = first_error or str(res.error)
+    return Creation(created, errors, time.monotonic() - started, hist, first_error)
+
+
+def base_spec(ctx: StepContext, topics: Sequence[str], **kw: Any) -> LoadSpec:
+    """A LoadSpec for this step's broker and run; ``kw`` overrides the defaults."""
+    values: dict[str, Any] = {
+        "worker_id": "w0",
+        "broker": ctx.broker,
+        "endpoints": LoadSpec.endpoints_text(ctx.infra.endpoints(ctx.broker)),
+        "run_id": ctx.run_id,
+        "topics": tuple(topics),
+        "message_size": ctx.message_size,
+        # RocketMQ group names allow only [A-Za-z0-9_-%|]; Pulsar's are laxer.
+        "subscription_prefix": re.sub(r"[^A-Za-z0-9_-]", "_", ctx.step.step_id)[:40],
+        "deadline_s": 1800.0,
+    }
+    values.update(kw)
+    return LoadSpec(**values)
+
+
+def broker_process_names(ctx: StepContext) -> list[str]:
+    return [n for n in ctx.infra.pids() if n.startswith(ctx.broker + "/")]
+
+
+def gc_logs(ctx: StepContext) -> list[Path]:
+    return sorted((ctx.infra.root / "logs").glob("*-gc-*.log"))
+
+
+def start_meter(ctx: StepContext, warmup_s: float) -> StepMeter:
+    meter = StepMeter(ctx.step.scenario, ctx.step.step_id, ctx.broker, warmup_s)
+    meter.start_resources(ctx.infra.pids(), gc_logs(ctx))
+    return meter
+
+
+def finish(
+    ctx: StepContext,
+    meter: StepMeter,
+    *,
+    started_at: float,
+    offered_rate_per_s: float | None,
+    extra: dict[str, Any],
+    loss: dict[str, int] | None,
+    extra_histograms: dict[str, str] | None = None,
+    status: str | None = None,
+    error: str | None = None,
+    phases: Sequence[str] = ("measure",),
+    drained: bool = True,
+    drain_timeout_s: float | None = None,
+) -> dict[str, Any]:
+    """Write the step's series, resources and histograms; return its record.
+
+    When the drain did not finish, "lost" only counts what had not arrived *yet*: the record
+    says so (status ``errors``) instead of presenting an upper bound as a loss.
+    """
+    if not drained and loss is not None and loss.get("lost"):
+        note = (
+            f"the drain did not finish within {drain_timeout_s or 0:.0f} s: "
+            f"{loss['lost']} acknowledged messages had not arrived yet, so 'lost' is an "
+            "upper bound (consumers slower than producers)"
+        )
+        error = f"{error}; {note}" if error else note
+        status = "errors"
+    rows = meter.stop_resources()
+    metrics, window = meter.metrics(offered_rate_per_s, phases)
+    metrics.update(meter.resource_metrics(rows, window, broker_process_names(ctx)))
+    metrics.update(extra)
+    ctx.run.write_series(meter.series_rows())
+    for row in rows:
+        row.setdefault("step_id", ctx.step.step_id)
+        row.setdefault("broker", ctx.broker)
+    ctx.run.write_resources(rows)
+    hists = meter.all_histograms(phases)
+    hists.update(extra_histograms or {})
+    if hists:
+        ctx.run.write_histograms(ctx.step.scenario, ctx.step.step_id, hists)
+    return step_record(
+        ctx,
+        started_at=started_at,
+        metrics=metrics,
+        window=window,
+        loss=loss,
+        status=status,
+        error=error,
+    )
+
+
+def latency_of(encoded_or_hist: Any) -> dict[str, Any]:
+    h = histograms.decode(encoded_or_hist) if isinstance(encoded_or_hist, str) else encoded_or_hist
+    return latency(h)

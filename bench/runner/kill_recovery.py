@@ -1,0 +1,297 @@
+"""kill-9-recovery: SIGKILL a broker under a steady sequenced load and measure what clients
+see, how it comes back, and what was lost (DESIGN.md section 3.4).
+
+Timeline of a step: warm-up, steady load, ``kill -9`` of the broker process at
+``kill_after_s``, restart (``manual`` after ``manual_restart_after_s``; ``supervised`` at once,
+by a supervisor standing in for a liveness probe; ``none``: never, in the cluster topology the
+other broker takes over), ``observe_after_restart_s`` more seconds of load, then a drain and an
+exact reconciliation of the loss ledger.
+
+Besides the workers' per-second series, a probe in this process sends one message every 50 ms
+on the same path and records when each send completed and how; the unavailability window (kill
+to the first acknowledged publish sent after the kill) and the time to the first client error
+come from it, at 50 ms resolution rather than a second. The probe thread also samples the
+broker's own message counter once a second, so a counter that resets with the restart is
+detected and stitched rather than read as a drop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, cast
+
+from bench.drivers.base import Driver
+from bench.errors import DriverError
+from bench.infra.process import Supervisor
+from bench.metrics.counters import MonotonicCounter
+from bench.runner.common import (
+    base_spec,
+    create_topics,
+    finish,
+    open_step_driver,
+    start_meter,
+    topic_names,
+)
+from bench.runner.load import LoadPlan, run_load
+from bench.runner.record import loss_totals
+from bench.scenarios.model import KillRecoveryProfile
+
+if TYPE_CHECKING:
+    from bench.runner.api import StepContext
+
+PROBE_INTERVAL_S = 0.05
+RESTART_CAP_S = 300.0
+
+
+@dataclass
+class Probe:
+    """Sends a small message every 50 ms and keeps (sent_at, done_at, ok) for each."""
+
+    driver: Driver
+    topic: str
+    stats_topics: list[str]
+    results: list[tuple[float, float, bool]] = field(default_factory=list)
+    counter: MonotonicCounter = field(default_factory=lambda: MonotonicCounter("messages_in"))
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def start(self) -> Probe:
+        self._thread = threading.Thread(target=self._run, name="kill9-probe", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
+
+    def _done(self, sent_at: float) -> Any:
+        def callback(exc: BaseException | None) -> None:
+            with self._lock:
+                self.results.append((sent_at, time.time(), exc is None))
+
+        return callback
+
+    def _run(self) -> None:
+        client = self.driver.new_client()
+        producer = self.driver.producer(self.topic, "async", client)
+        next_stats = 0.0
+        try:
+            for _ in range(int(3600 / PROBE_INTERVAL_S)):  # bounded: an hour at most
+                if self._stop.is_set():
+                    return
+                now = time.time()
+                try:
+                    producer.send_async(b"probe", self._done(now))
+                except Exception:
+                    with self._lock:
+                        self.results.append((now, time.time(), False))
+                if now >= next_stats:
+                    next_stats = now + 1.0
+                    # The broker is down while this fails: no sample then, by design.
+                    with contextlib.suppress(Exception):
+                        self.counter.update(
+                            self.driver.broker_stats(self.stats_topics).get("messages_in", 0),
+                            time.time_ns(),
+                        )
+                self._stop.wait(PROBE_INTERVAL_S)
+        finally:
+            try:
+                producer.close()
+                client.close()
+            except Exception:
+                pass
+
+    def first_error_after(self, t: float) -> float | None:
+        with self._lock:
+            done = [d for s, d, ok in self.results if not ok and d >= t]
+        return min(done) - t if done else None
+
+    def first_ack_sent_after(self, t: float) -> float | None:
+        with self._lock:
+            done = [d for s, d, ok in self.results if ok and s >= t]
+        return min(done) - t if done else None
+
+
+def run_step(ctx: StepContext) -> dict[str, Any]:
+    step = ctx.step
+    prof = cast(KillRecoveryProfile, ctx.scenario.profile(step.profile))
+    p = step.params
+    started = time.time()
+    path, policy = str(p["path"]), str(p["restart_policy"])
+    victims = ctx.infra.killable(ctx.broker)
+    if not victims:
+        raise DriverError(f"no {ctx.broker} broker process to kill in this infra")
+    target = victims[0]
+    topics = topic_names(ctx, f"k9r{p['repetition']}", prof.topics)
+    probe_topic = topic_names(ctx, f"k9p{p['repetition']}", 1)[0]
+    driver = open_step_driver(ctx, path)
+    state: dict[str, Any] = {"killed_at": None, "restarted_at": None, "restart_error": None}
+    sup: Supervisor | None = None
+    restarter: threading.Thread | None = None
+    try:
+        creation = create_topics(driver, [*topics, probe_topic], concurrency=8)
+        if creation.errors:
+            raise DriverError(f"could not create the topics: {creation.first_error}")
+        probe = Probe(driver, probe_topic, topics).start()
+        meter = start_meter(ctx, prof.warmup_s)
+        spec = base_spec(
+            ctx,
+            topics,
+            rate_per_s=prof.rate_per_s,
+            path=path,
+            producers_per_topic=max(1, prof.producers // prof.topics),
+            warmup_s=prof.warmup_s,
+            subscriptions_per_topic=1,
+        )
+
+        def restart() -> None:
+            try:
+                ctx.infra.restart(target)
+                state["restarted_at"] = time.time()
+                ctx.event("restart", detail={"process": target, "policy": "manual"})
+            except Exception as exc:
+                state["restart_error"] = str(exc)
+
+        def on_tick(elapsed: float, pool: Any) -> None:
+            nonlocal sup, restarter
+            if state["killed_at"] is None and elapsed >= prof.kill_after_s:
+                if policy == "supervised":
+                    sup = ctx.infra.supervise(target, poll_s=0.1)
+                state["killed_at"] = ctx.infra.kill9(target)
+                ctx.event("kill", detail={"process": target, "signal": "SIGKILL"})
+            killed = state["killed_at"]
+            if killed is None:
+                return
+            if (
+                policy == "manual"
+                and restarter is None
+                and (time.time() >= killed + (prof.manual_restart_after_s or 0.0))
+            ):
+                restarter = threading.Thread(target=restart, name="kill9-restart", daemon=True)
+                restarter.start()
+            if policy == "supervised" and sup is not None and state["restarted_at"] is None:
+                done = [e for e in sup.events if e.kind == "restarted"]
+                if done:
+                    state["restarted_at"] = done[0].at
+                    ctx.event("supervisor_restart", detail={"process": target, "pid": done[0].pid})
+
+        def until(elapsed: float) -> bool:
+            if state["restart_error"]:
+                return True
+            if policy == "none" and state["killed_at"] is not None:
+                return time.time() >= state["killed_at"] + prof.observe_after_restart_s
+            return (
+                state["restarted_at"] is not None
+                and time.time() >= state["restarted_at"] + prof.observe_after_restart_s
+            )
+
+        def phase_of(elapsed: float) -> str | None:
+            if state["killed_at"] is None:
+                return None  # warm-up, then measure (the worker flags the warm-up)
+            return "fault" if state["restarted_at"] is None else "measure"
+
+        cap = (
+            prof.kill_after_s
+            + (prof.manual_restart_after_s or 0)
+            + RESTART_CAP_S
+            + prof.observe_after_restart_s
+        )
+        result = run_load(
+            LoadPlan(spec, topics),
+            meter,
+            cap,
+            on_tick=on_tick,
+            until=until,
+            phase_of=phase_of,
+            drain_timeout_s=prof.drain_timeout_s,
+            progress_tick=ctx.progress.tick,
+        )
+        probe.stop()
+    finally:
+        if sup is not None:
+            sup.stop()
+            ctx.infra._set_record(sup.record, target)
+        if restarter is not None:
+            restarter.join(timeout=RESTART_CAP_S)
+        driver.close()
+
+    killed, restarted = state["killed_at"], state["restarted_at"]
+    pre = [
+        meter.tps(t)
+        for t in meter.ticks
+        if t.phase == "measure" and killed is not None and t.stats.end_ns / 1e9 <= killed
+    ]
+    pre_tps = sum(pre) / len(pre) if pre else 0.0
+    recover = None
+    after_ticks = [
+        t
+        for t in meter.ticks
+        if killed is not None and t.stats.end_ns / 1e9 > killed and t.phase != "drain"
+    ]
+    for t in after_ticks:
+        if pre_tps and meter.tps(t) >= 0.9 * pre_tps:
+            recover = t.stats.end_ns / 1e9 - killed
+            break
+    series_first_error = next(
+        (
+            t.stats.end_ns / 1e9 - killed
+            for t in after_ticks
+            if t.stats.counters.get("send_errors", 0)
+        ),
+        None,
+    )
+    probe_first_error = probe.first_error_after(killed) if killed else None
+    first_error = min(
+        (x for x in (probe_first_error, series_first_error) if x is not None), default=None
+    )
+    resumed_after = restarted if restarted is not None else killed
+    # Recovered = the same client objects (no restart of theirs) both publish and consume
+    # again after the broker came back.
+    back = [
+        t for t in after_ticks if resumed_after is not None and t.stats.end_ns / 1e9 > resumed_after
+    ]
+    producers_back = any(t.stats.counters.get("acked", 0) > 0 for t in back)
+    consumers_back = any(t.stats.counters.get("received", 0) > 0 for t in back)
+    clients_recovered = producers_back and consumers_back
+    if not consumers_back:
+        ctx.event("warning", detail="consumers received nothing after the broker came back")
+    extra: dict[str, Any] = {
+        "path": path,
+        "restart_policy": policy,
+        "repetition": int(p["repetition"]),
+        "killed_process": target,
+        "killed_at": killed,
+        "restarted_at": restarted,
+        "time_to_first_error_s": first_error,
+        "unavailability_s": probe.first_ack_sent_after(killed) if killed else None,
+        "time_to_recover_tps_s": recover,
+        "clients_recovered": clients_recovered,
+        "counter_resets": len(probe.counter.resets),
+    }
+    loss = loss_totals(result.ledgers)
+    problems = []
+    if state["restart_error"]:
+        problems.append(f"restart failed: {state['restart_error']}")
+    if loss and loss.get("lost") and result.drained:
+        problems.append(f"{loss['lost']} acknowledged messages were never consumed")
+    elif loss and loss.get("lost") and policy == "none":
+        problems.append(
+            "the killed broker was not restarted: messages stored on it cannot be "
+            "consumed until it is"
+        )
+    return finish(
+        ctx,
+        meter,
+        started_at=started,
+        offered_rate_per_s=prof.rate_per_s,
+        extra=extra,
+        loss=loss,
+        phases=("measure", "fault"),
+        status="errors" if problems else "ok",
+        error="; ".join(problems) or None,
+        drained=result.drained,
+        drain_timeout_s=prof.drain_timeout_s,
+    )

@@ -1,0 +1,109 @@
+"""Running load for a step: worker processes, ticked once a second into a :class:`StepMeter`.
+
+This is the one place the step executors meet :mod:`bench.runner.worker`: a change in the
+worker's interface is a change here only.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from bench.errors import BrokerUnavailable
+from bench.metrics.ledger import LedgerBook
+from bench.runner.measure import StepMeter
+from bench.runner.worker import LoadSpec, WorkerFailed, WorkerPool
+
+DEFAULT_WORKERS = 2  # the machine has 2 cores, shared with the brokers
+
+
+@dataclass
+class LoadPlan:
+    """What to run: the load for all workers, split by topic shard."""
+
+    base: LoadSpec
+    topics: Sequence[str]
+    workers: int = DEFAULT_WORKERS
+
+    def specs(self) -> list[LoadSpec]:
+        n = max(1, min(self.workers, len(self.topics)))
+        per_worker_rate = (self.base.rate_per_s / n) if self.base.rate_per_s else None
+        return [
+            replace(
+                self.base,
+                worker_id=f"w{i}",
+                topics=tuple(self.topics[i::n]),
+                rate_per_s=per_worker_rate,
+            )
+            for i in range(n)
+        ]
+
+
+@dataclass
+class LoadResult:
+    """What a load run left behind besides the meter's ticks."""
+
+    ledgers: LedgerBook | None
+    drained: bool
+    hook_results: dict[str, Any] = field(default_factory=dict)
+
+
+Hook = Callable[[float, WorkerPool], None]
+
+
+def run_load(
+    plan: LoadPlan,
+    meter: StepMeter,
+    duration_s: float,
+    *,
+    on_tick: Hook | None = None,
+    until: Callable[[float], bool] | None = None,
+    phase_of: Callable[[float], str | None] | None = None,
+    drain_timeout_s: float = 30.0,
+    progress_tick: Callable[[float, int, str], None] | None = None,
+    start_timeout_s: float = 120.0,
+) -> LoadResult:
+    """Run ``plan`` for ``duration_s`` seconds, one tick a second, then drain.
+
+    ``on_tick(elapsed_s, pool)`` runs each tick (fault injection, churn changes);
+    ``until(elapsed_s)`` ends the load early (``duration_s`` is then a cap);
+    ``phase_of(elapsed_s)`` may name the phase of the tick (default: warm-up then measure).
+    The pool is always stopped, whatever happens.
+    """
+    pool = WorkerPool()
+    errors = 0
+    try:
+        pool.start(plan.specs(), timeout_s=start_timeout_s)
+        started = time.monotonic()
+        deadline = started + duration_s
+        while True:
+            now = time.monotonic()
+            if now >= deadline:
+                break
+            # One tick = one second of every worker's stats (they ship once a second each).
+            tick_end = min(now + 1.0, deadline)
+            stats = []
+            while (left := tick_end - time.monotonic()) > 0:
+                stats.extend(pool.poll(timeout_s=left))
+            elapsed = time.monotonic() - started
+            tick = meter.add(stats, phase_of(elapsed) if phase_of else None)
+            if tick is not None:
+                errors += tick.stats.counters.get("send_errors", 0)
+                if progress_tick:
+                    progress_tick(meter.tps(tick), errors, tick.phase)
+            if on_tick:
+                on_tick(elapsed, pool)
+            if until and until(elapsed):
+                break
+        pool.stop_producers()
+        drained = pool.drain(timeout_s=drain_timeout_s)
+        meter.add(pool.poll(0.0), "drain")
+        ledgers = pool.ledgers()
+        failures = pool.failures
+        return LoadResult(ledgers, drained, {"worker_failures": failures} if failures else {})
+    except WorkerFailed as exc:
+        raise BrokerUnavailable(f"the load could not start: {exc}") from exc
+    finally:
+        pool.stop()

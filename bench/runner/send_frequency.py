@@ -1,0 +1,116 @@
+"""send-frequency: achieved TPS and latency against the offered rate, by send mode and
+connection mode, plus a ramp that stops at saturation (DESIGN.md section 3.2)."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any, cast
+
+from bench.runner.common import (
+    base_spec,
+    create_topics,
+    finish,
+    open_step_driver,
+    start_meter,
+    topic_names,
+)
+from bench.runner.load import LoadPlan, run_load
+from bench.runner.record import loss_totals, step_record
+from bench.scenarios.model import SendFrequencyProfile
+
+if TYPE_CHECKING:
+    from bench.runner.api import StepContext
+
+# Ramp groups that already saturated in this process: (run id, group) -> the offered rate.
+_saturated: dict[tuple[str, str], float] = {}
+
+
+def run_step(ctx: StepContext) -> dict[str, Any]:
+    step = ctx.step
+    prof = cast(SendFrequencyProfile, ctx.scenario.profile(step.profile))
+    p = step.params
+    started = time.time()
+    rate = float(p["rate_per_s"])
+    key = (ctx.run_id, step.group)
+    if p.get("phase") == "ramp" and key in _saturated:
+        return step_record(
+            ctx,
+            started_at=started,
+            metrics={"offered_rate_per_s": rate},
+            window={"start": started, "end": started},
+            status="skipped",
+            error=f"ramp stopped: the broker saturated at {_saturated[key]:.0f} msg/s offered",
+        )
+    send_mode, conn_mode = str(p["send_mode"]), str(p["connection_mode"])
+    topics = topic_names(ctx, "sf", prof.topics)
+    with open_step_driver(ctx) as driver:
+        driver.check_send_mode(send_mode)
+        creation = create_topics(driver, topics, concurrency=8)
+        if creation.errors:
+            raise_for = creation.first_error or "unknown error"
+            return step_record(
+                ctx,
+                started_at=started,
+                metrics={},
+                window={"start": started, "end": started},
+                status="failed",
+                error=f"could not create the topics: {raise_for}",
+            )
+        before = driver.broker_stats(topics).get("messages_in", 0)
+        meter = start_meter(ctx, prof.warmup_s)
+        spec = base_spec(
+            ctx,
+            topics,
+            rate_per_s=rate,
+            send_mode=send_mode,
+            connection_mode=conn_mode,
+            producers_per_topic=max(1, prof.producers // prof.topics),
+            max_in_flight=prof.max_in_flight,
+            batch_size=prof.batch_size_for_per_batch or 100,
+            warmup_s=prof.warmup_s,
+            subscriptions_per_topic=1,
+            sender_threads=4 if send_mode == "sync" else 1,
+        )
+        result = run_load(
+            LoadPlan(spec, topics),
+            meter,
+            prof.duration_s,
+            progress_tick=ctx.progress.tick,
+            drain_timeout_s=30.0,
+        )
+        after = driver.broker_stats(topics).get("messages_in", 0)
+    merged, window = meter.window()
+    secs = max(1e-3, window["end"] - window["start"])
+    achieved = (merged.counters.get("acked", 0) / secs) if merged else 0.0
+    extra: dict[str, Any] = {
+        "send_mode": send_mode,
+        "connection_mode": conn_mode,
+        "broker_messages_in": after - before,
+    }
+    if send_mode == "oneway":
+        # No ack comes back: what the broker stored and what the consumers got are the figures.
+        achieved = (merged.counters.get("received", 0) / secs) if merged else 0.0
+        extra["publish_tps"] = achieved
+    threshold = 0.9
+    if p.get("phase") == "ramp" and prof.ramp is not None:
+        threshold = prof.ramp.stop_when_achieved_below
+    saturated = achieved < threshold * rate
+    extra["saturated"] = saturated
+    if saturated and p.get("phase") == "ramp":
+        _saturated[key] = rate
+        ctx.event(
+            "warning", detail=f"saturated: {achieved:.0f} msg/s achieved of {rate:.0f} offered"
+        )
+    loss = None if send_mode == "oneway" else loss_totals(result.ledgers)
+    if result.hook_results.get("worker_failures"):
+        ctx.event("error", detail={"worker_failures": result.hook_results["worker_failures"]})
+    return finish(
+        ctx,
+        meter,
+        drained=result.drained,
+        drain_timeout_s=30.0,
+        started_at=started,
+        offered_rate_per_s=rate,
+        extra=extra,
+        loss=loss,
+    )

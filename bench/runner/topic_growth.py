@@ -1,0 +1,183 @@
+"""topic-growth: what happens to creation, lookups and TPS as topics accumulate
+(DESIGN.md section 3.1).
+
+Topics accumulate within a step group (one group per Pulsar bundle count): each step creates
+the topics that take the total to its ``topic_count``, samples lookups over every topic so far,
+and measures a steady load on the first ``active_topics``. In ``create_under_load`` mode the
+load runs while the topics are created (the seed's "topics added while the broker runs").
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from typing import TYPE_CHECKING, Any, cast
+
+from bench.drivers.base import Driver, OperationTimeout, Unsupported
+from bench.errors import DriverError
+from bench.metrics import histograms
+from bench.runner.common import (
+    Creation,
+    base_spec,
+    create_topics,
+    finish,
+    open_step_driver,
+    start_meter,
+    topic_names,
+)
+from bench.runner.load import LoadPlan, run_load
+from bench.runner.measure import latency
+from bench.runner.record import loss_totals, step_record
+from bench.scenarios.model import TopicGrowthProfile
+
+if TYPE_CHECKING:
+    from bench.runner.api import StepContext
+
+# Topics created so far per (run id, group): later steps of the group add to them.
+_created: dict[tuple[str, str], int] = {}
+
+
+def _lookups(driver: Driver, names: list[str], sample: int, timeout_s: float) -> dict[str, Any]:
+    """Admin lookups (Pulsar HTTP, RocketMQ name-server route) over a uniform sample."""
+    rng = random.Random(len(names))  # reproducible sample for a given topic count
+    chosen = rng.sample(names, min(sample, len(names)))
+    hist = histograms.new_histogram()
+    timeouts = errors = 0
+    deadline = time.monotonic() + max(60.0, timeout_s * 4)
+    for topic in chosen:
+        if time.monotonic() > deadline:
+            break
+        try:
+            histograms.record(hist, max(1, driver.lookup(topic, timeout_s, method="admin")))
+        except OperationTimeout:
+            timeouts += 1
+        except DriverError:
+            errors += 1
+    return {"hist": hist, "timeouts": timeouts, "errors": errors}
+
+
+def run_step(ctx: StepContext) -> dict[str, Any]:
+    step = ctx.step
+    prof = cast(TopicGrowthProfile, ctx.scenario.profile(step.profile))
+    p = step.params
+    started = time.time()
+    count = int(p["topic_count"])
+    bundles = p.get("pulsar_bundles")
+    key = (ctx.run_id, step.group)
+    have = _created.get(key, 0)
+    prefix = f"tg{bundles}" if bundles else "tg"
+    names = topic_names(ctx, prefix, count)
+    new = names[have:]
+    active = names[: prof.active_topics]
+    with open_step_driver(ctx) as driver:
+        if bundles:
+            driver.set_namespace_bundles(int(bundles))
+        if prof.mode == "autocreate" and ctx.broker == "rocketmq":
+            raise Unsupported(
+                "RocketMQ's gRPC proxy does not auto-create topics (and the broker runs with "
+                "autoCreateTopicEnable=false); use mode precreate or create_under_load"
+            )
+        if have == 0 and prof.mode == "create_under_load":
+            # Under load, the load needs its topics first; the rest is created during it.
+            first = create_topics(driver, active, prof.create_concurrency)
+            if first.errors:
+                raise DriverError(f"could not create the active topics: {first.first_error}")
+            new = names[len(active) :]
+            _created[key] = len(active)
+
+        creation: dict[str, Creation] = {}
+        lookups: dict[str, Any] = {}
+
+        def create_and_look_up() -> None:
+            if prof.mode == "autocreate":
+                creation["c"] = _autocreate(driver, new, prof.lookup_timeout_s)
+            else:
+                creation["c"] = create_topics(driver, new, prof.create_concurrency)
+            lookups.update(_lookups(driver, names, prof.lookup_sample, prof.lookup_timeout_s))
+
+        meter = start_meter(ctx, prof.warmup_s)
+        spec = base_spec(
+            ctx,
+            active,
+            rate_per_s=prof.rate_per_s,
+            warmup_s=prof.warmup_s,
+            subscriptions_per_topic=1,
+            producers_per_topic=1,
+        )
+        if prof.mode == "create_under_load":
+            worker = threading.Thread(target=create_and_look_up, name="topic-create")
+            started_creating = {"t": 0.0}
+
+            def on_tick(elapsed: float, pool: Any) -> None:
+                if not started_creating["t"] and elapsed >= prof.warmup_s:
+                    started_creating["t"] = elapsed
+                    worker.start()
+
+            result = run_load(
+                LoadPlan(spec, active),
+                meter,
+                prof.duration_s,
+                on_tick=on_tick,
+                progress_tick=ctx.progress.tick,
+            )
+            if worker.is_alive() or not started_creating["t"]:
+                if not started_creating["t"]:
+                    worker.start()
+                worker.join(timeout=3600)
+        else:
+            create_and_look_up()
+            result = run_load(
+                LoadPlan(spec, active), meter, prof.duration_s, progress_tick=ctx.progress.tick
+            )
+    c = creation["c"]
+    _created[key] = _created.get(key, 0) + c.created
+    extra: dict[str, Any] = {
+        "topic_count": count,
+        "topics_created": _created[key],
+        "create_latency_us": latency(c.hist),
+        "create_rate_per_s": c.rate_per_s,
+        "create_errors": c.errors,
+        "lookup_latency_us": latency(lookups["hist"]),
+        "lookup_timeouts": lookups["timeouts"],
+        "lookup_errors": lookups["errors"],
+        "pulsar_bundles": int(bundles) if bundles else None,
+    }
+    if c.errors:
+        ctx.event("warning", detail=f"{c.errors} topic creations failed, first: {c.first_error}")
+    hists = {
+        "create_topic": histograms.encode(c.hist),
+        "lookup": histograms.encode(lookups["hist"]),
+    }
+    status = "errors" if c.errors or lookups["timeouts"] else None
+    return finish(
+        ctx,
+        meter,
+        drained=result.drained,
+        drain_timeout_s=30.0,
+        started_at=started,
+        offered_rate_per_s=prof.rate_per_s,
+        extra=extra,
+        loss=loss_totals(result.ledgers),
+        extra_histograms=hists,
+        status=status,
+    )
+
+
+def _autocreate(driver: Driver, names: list[str], timeout_s: float) -> Creation:
+    """Topics created by first use: a client lookup (Pulsar creates the topic on it)."""
+    hist = histograms.new_histogram()
+    created = errors = 0
+    first_error = None
+    started = time.monotonic()
+    for name in names:
+        try:
+            histograms.record(hist, max(1, driver.lookup(name, timeout_s, method="client")))
+            created += 1
+        except DriverError as exc:
+            errors += 1
+            first_error = first_error or str(exc)
+    return Creation(created, errors, time.monotonic() - started, hist, first_error)
+
+
+__all__ = ["run_step", "step_record"]

@@ -1,0 +1,199 @@
+"""Issue 4 against the real brokers: the quick profile of every scenario, both brokers, one run
+(the same run ``make run`` makes), and assertions on the values each step recorded."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from bench.results.store import Run, load_run
+from bench.runner.api import run_scenarios
+
+from .conftest import PORT_OFFSET
+
+# The session fixture runs every quick profile on both brokers (~20 min here); its time counts
+# against the first test that needs it.
+pytestmark = pytest.mark.timeout(3600)
+
+SCENARIOS = sorted(Path("scenarios").glob("*.yaml"))
+BROKERS = ("pulsar", "rocketmq")
+
+
+@pytest.fixture(scope="session")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> Run:
+    """One quick run of every scenario on both brokers (brokers always brought down)."""
+    out = tmp_path_factory.mktemp("runs")
+    run_dir = run_scenarios(
+        SCENARIOS,
+        brokers=BROKERS,
+        profile="quick",
+        out_dir=out,
+        infra_root=tmp_path_factory.mktemp("scenario-infra"),
+        port_offset=PORT_OFFSET + 6000,
+    )
+    os.environ["BENCH_REPORT_RUN_DIR"] = str(run_dir)  # the browser test renders this run
+    return load_run(run_dir)
+
+
+def steps(run: Run, scenario: str, broker: str) -> list[dict[str, Any]]:
+    return [r for r in run.step_records if r["scenario"] == scenario and r["broker"] == broker]
+
+
+def test_run_is_complete_and_records_what_makes_it_comparable(quick_run: Run) -> None:
+    assert quick_run.status == "complete"
+    md = quick_run.metadata
+    assert md["broker_versions"] == {"rocketmq": "5.3.3", "pulsar": "4.0.8"}
+    assert (
+        md["client_versions"]["pulsar-client"] and md["client_versions"]["rocketmq-python-client"]
+    )
+    assert {s["name"] for s in md["scenarios"]} >= {"topic-growth", "send-frequency"}
+    assert all(len(s["sha256"]) == 64 for s in md["scenarios"])
+    assert md["host"]["cpu_count_logical"] >= 1
+    failed = [
+        (r["scenario"], r["step_id"], r["error"])
+        for r in quick_run.step_records
+        if r["status"] == "failed"
+    ]
+    assert not failed, failed
+
+
+@pytest.mark.parametrize("broker", BROKERS)
+def test_topic_growth(quick_run: Run, broker: str) -> None:
+    rows = steps(quick_run, "topic-growth", broker)
+    assert [r["metrics"]["topic_count"] for r in rows] == [100, 500, 1000]
+    for r in rows:
+        m = r["metrics"]
+        assert m["topics_created"] == m["topic_count"], r["step_id"]
+        assert m["create_errors"] == 0
+        assert m["create_latency_us"]["count"] > 0
+        assert m["lookup_latency_us"]["count"] == 20 and m["lookup_timeouts"] == 0
+        assert m["publish_tps"] > 100  # 200 msg/s offered on the active topics
+        assert m["broker_cpu_pct"] is not None and m["broker_rss_bytes"] > 0
+        assert r["loss"]["lost"] == 0 and r["loss"]["duplicated"] == 0
+
+
+@pytest.mark.parametrize("broker", BROKERS)
+def test_send_frequency_rises_then_flattens(quick_run: Run, broker: str) -> None:
+    rows = [
+        r
+        for r in steps(quick_run, "send-frequency", broker)
+        if r["params"]["phase"] == "sweep" and r["params"]["send_mode"] == "async"
+    ]
+    rates = [r["params"]["rate_per_s"] for r in rows]
+    tps = [r["metrics"]["publish_tps"] for r in rows]
+    assert rates == sorted(rates) and len(rates) >= 2
+    # At the lowest rate the broker keeps up; TPS grows with the offered rate.
+    assert tps[0] == pytest.approx(rates[0], rel=0.2)
+    assert tps[-1] > tps[0] * 1.5
+    for r in rows:
+        assert r["loss"]["lost"] == 0, r["step_id"]
+        lat = r["metrics"]["publish_intended_latency_us"]
+        assert lat["count"] > 0 and lat["p99"] >= r["metrics"]["publish_latency_us"]["p50"]
+    ramp = [r for r in steps(quick_run, "send-frequency", broker) if r["params"]["phase"] == "ramp"]
+    assert ramp, "the ramp produced no steps"
+
+
+def test_rocketmq_oneway_counted_by_broker_and_consumers(quick_run: Run) -> None:
+    rows = [
+        r
+        for r in steps(quick_run, "send-frequency", "rocketmq")
+        if r["params"]["send_mode"] == "oneway" and r["status"] != "skipped"
+    ]
+    assert rows
+    for r in rows:
+        m = r["metrics"]
+        assert m["broker_messages_in"] > 0
+        assert m["received"] > 0 and m["publish_tps"] > 0
+
+
+@pytest.mark.parametrize("broker", BROKERS)
+def test_subscribe_frequency(quick_run: Run, broker: str) -> None:
+    rows = steps(quick_run, "subscribe-frequency", broker)
+    fan = [r for r in rows if r["params"]["sweep"] == "fanout"]
+    assert [r["metrics"]["fanout"] for r in fan] == [1, 8]
+    low, high = fan[0]["metrics"], fan[-1]["metrics"]
+    # Every subscription gets every message: consume TPS scales with the fan-out.
+    assert high["consume_tps"] > low["consume_tps"] * 5
+    assert high["subscribe_latency_us"]["count"] >= 8 * 4
+    assert high["first_message_latency_us"]["count"] > 0
+    for r in fan:
+        assert r["loss"]["lost"] == 0, r["step_id"]
+    churn = [r for r in rows if r["params"]["sweep"] == "churn"]
+    assert churn and all(r["metrics"]["churn_ops"] > 0 for r in churn)
+
+
+@pytest.mark.parametrize("scenario", ["kill-9-recovery", "kill-9-recovery-cluster"])
+@pytest.mark.parametrize("broker", BROKERS)
+def test_kill9_recovery(quick_run: Run, broker: str, scenario: str) -> None:
+    rows = steps(quick_run, scenario, broker)
+    assert rows
+    for r in rows:
+        m = r["metrics"]
+        assert m["killed_at"] and m["killed_process"].startswith(broker + "/")
+        assert m["unavailability_s"] is not None and m["unavailability_s"] > 0, r["step_id"]
+        assert m["clients_recovered"] is True
+        assert r["loss"] is not None and r["loss"]["lost"] == 0, r["loss"]
+    kinds = [e for e in quick_run.events.to_dict("records") if e.get("kind") == "kill"]
+    assert kinds
+
+
+def test_sigint_mid_run_keeps_finished_steps_and_stops_brokers(tmp_path: Path) -> None:
+    infra_dir = tmp_path / "infra"
+    out = tmp_path / "runs"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "run",
+            "scenarios/subscribe-frequency.yaml",
+            "--broker",
+            "pulsar",
+            "--out",
+            str(out),
+            "--infra-dir",
+            str(infra_dir),
+            "--port-offset",
+            str(PORT_OFFSET + 8000),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 400
+        steps_file = None
+        while time.monotonic() < deadline and proc.poll() is None:
+            found = list(out.glob("*/steps.jsonl"))
+            if found and found[0].read_text().count("\n") >= 1:
+                steps_file = found[0]
+                break
+            time.sleep(1)
+        assert steps_file is not None, "no step finished in time"
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert "interrupted after" in err and "Traceback" not in err
+    run = load_run(steps_file.parent)
+    assert run.status == "partial"
+    assert len(run.step_records) >= 1
+    assert json.loads((infra_dir / "pulsar" / "state.json").read_text())["brokers"] == {}
+    leftovers = [
+        p.pid
+        for p in psutil.process_iter(["cmdline"])
+        if str(infra_dir) in " ".join(p.info["cmdline"] or [])
+    ]
+    assert not leftovers, f"JVMs left running: {leftovers}"
