@@ -145,6 +145,12 @@ class Consumer(ABC):
     topic: str
     subscription: str
 
+    @property
+    def restarts(self) -> int:
+        """Times the driver had to re-create the client library's consumer because it did not
+        recover by itself (the runner reports that as "clients did not recover")."""
+        return 0
+
     @abstractmethod
     def close(self) -> None:
         """Stop receiving; the subscription stays on the broker. Never raises."""

@@ -149,7 +149,14 @@ class _Http:
             try:
                 conn.request(method, path, body=data, headers=headers)
                 resp = conn.getresponse()
-                return resp.status, resp.read()
+                status, payload = resp.status, resp.read()
+                location = resp.getheader("Location")
+                if status in (307, 308) and location:
+                    # In a cluster a broker redirects admin calls for a bundle it does not own
+                    # to the owner; http.client does not follow redirects (urllib would not for
+                    # a PUT either).
+                    return self._follow(method, location, data, headers, t)
+                return status, payload
             except TimeoutError as exc:
                 self.reset()
                 raise OperationTimeout(f"{method} {self.base}{path}: no answer in {t:g}s") from exc
@@ -159,6 +166,32 @@ class _Http:
                 if attempt == 2:
                     raise BrokerUnavailable(f"{method} {self.base}{path}: {exc}") from exc
         raise AssertionError("unreachable")
+
+    def _follow(
+        self, method: str, location: str, data: bytes | None, headers: dict[str, str], t: float
+    ) -> tuple[int, bytes]:
+        """Re-send a redirected request to ``location`` (at most three hops)."""
+        for _ in range(3):
+            target = urllib.parse.urlsplit(location)
+            if target.scheme != "http" or not target.hostname:
+                raise BrokerUnavailable(f"{method} redirected to an unusable URL {location!r}")
+            path = target.path + (f"?{target.query}" if target.query else "")
+            conn = http.client.HTTPConnection(target.hostname, target.port or 80, timeout=t)
+            try:
+                conn.request(method, path, body=data, headers=headers)
+                resp = conn.getresponse()
+                status, payload = resp.status, resp.read()
+                nxt = resp.getheader("Location")
+            except TimeoutError as exc:
+                raise OperationTimeout(f"{method} {location}: no answer in {t:g}s") from exc
+            except (http.client.HTTPException, OSError) as exc:
+                raise BrokerUnavailable(f"{method} {location}: {exc}") from exc
+            finally:
+                conn.close()
+            if status not in (307, 308) or not nxt:
+                return status, payload
+            location = nxt
+        raise BrokerUnavailable(f"{method} {location}: too many redirects")
 
     def reset(self) -> None:
         """Close this thread's connection (the next request opens a new one)."""

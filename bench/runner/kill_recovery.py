@@ -37,6 +37,7 @@ from bench.runner.common import (
 )
 from bench.runner.load import LoadPlan, run_load
 from bench.runner.record import loss_totals
+from bench.runner.worker import CONSUMER_RESTARTS
 from bench.scenarios.model import KillRecoveryProfile
 
 if TYPE_CHECKING:
@@ -255,7 +256,14 @@ def run_step(ctx: StepContext) -> dict[str, Any]:
     ]
     producers_back = any(t.stats.counters.get("acked", 0) > 0 for t in back)
     consumers_back = any(t.stats.counters.get("received", 0) > 0 for t in back)
-    clients_recovered = producers_back and consumers_back
+    consumer_restarts = sum(t.stats.counters.get(CONSUMER_RESTARTS, 0) for t in meter.ticks)
+    clients_recovered = producers_back and consumers_back and not consumer_restarts
+    if consumer_restarts:
+        ctx.event(
+            "warning",
+            detail=f"{consumer_restarts} consumer(s) did not recover by "
+            "themselves and were re-created by the driver (so the drain can count)",
+        )
     if not consumers_back:
         ctx.event("warning", detail="consumers received nothing after the broker came back")
     extra: dict[str, Any] = {

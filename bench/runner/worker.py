@@ -99,6 +99,7 @@ SUBSCRIBED: Final = "subscribed"
 UNSUBSCRIBED: Final = "unsubscribed"
 CHURN_RECEIVED: Final = "churn.received"
 WARMUP_COUNTER: Final = "interval.warmup"
+CONSUMER_RESTARTS: Final = "consumer.restarts"
 """Set to 1 in an interval that ended inside the warm-up (excluded from figures)."""
 SETUP_COUNTER: Final = "interval.setup"
 """Set to 1 (with :data:`WARMUP_COUNTER`) in each worker's first interval: from its start to
@@ -831,6 +832,12 @@ class _Worker:
             stats.counters[WARMUP_COUNTER] = 1
         if setup:
             stats.counters[SETUP_COUNTER] = 1
+        # Consumers the driver had to re-create (they did not recover by themselves).
+        restarts = sum(c.restarts for c in self.consumers)
+        shipped = getattr(self, "_restarts_shipped", 0)
+        if restarts > shipped:
+            stats.counters[CONSUMER_RESTARTS] = restarts - shipped
+            self._restarts_shipped = restarts
         self.emit("stats", stats.to_json())
 
     def shutdown(self) -> None:

@@ -140,7 +140,19 @@ def test_kill9_recovery(quick_run: Run, broker: str, scenario: str) -> None:
         m = r["metrics"]
         assert m["killed_at"] and m["killed_process"].startswith(broker + "/")
         assert m["unavailability_s"] is not None and m["unavailability_s"] > 0, r["step_id"]
-        assert m["clients_recovered"] is True
+        assert m["time_to_recover_tps_s"] is not None and m["time_to_recover_tps_s"] > 0
+        # Whether clients recover by themselves is a finding (RocketMQ's 5.x Python consumer
+        # does not after its proxy restarts); a "no" must come with the event that says why.
+        assert isinstance(m["clients_recovered"], bool)
+        if not m["clients_recovered"]:
+            warnings = [
+                e
+                for e in quick_run.events.to_dict("records")
+                if e.get("kind") == "warning"
+                and e.get("step_id") == r["step_id"]
+                and e.get("scenario") == scenario
+            ]
+            assert warnings, f"{r['step_id']}: clients did not recover and no event says why"
         assert r["loss"] is not None and r["loss"]["lost"] == 0, r["loss"]
     kinds = [e for e in quick_run.events.to_dict("records") if e.get("kind") == "kill"]
     assert kinds

@@ -64,6 +64,12 @@ from bench.protocol.remoting import (
 
 log = logging.getLogger(__name__)
 
+# rocketmq-python-client 5.1.2 re-raises a failed heartbeat inside a future's done-callback, so
+# concurrent.futures logs a full traceback every few seconds while a broker is down. Those are
+# expected during a kill -9 and counted as send/receive errors by the worker; the tracebacks
+# would bury everything else in the log.
+logging.getLogger("concurrent.futures").setLevel(logging.CRITICAL)
+
 DEFAULTS: Final[dict[str, Any]] = {
     "queue_nums": 8,
     "create_batch_size": 1,
@@ -90,6 +96,9 @@ _RUNTIME_KEYS: Final = (
 _Pending = tuple[list[str], int, list[Future[None]], list[int]]
 # A receive loop that keeps failing (proxy not ready, broker down) backs off up to this.
 _MAX_RECEIVE_BACKOFF_S: Final = 1.0
+# A consumer whose receives have failed this long is replaced (see _GroupConsumer._recreate).
+_RECREATE_AFTER_S: Final = 15.0
+_STUCK_SETTINGS: Final = 'settings" is null'
 
 
 def _rocketmq() -> Any:
@@ -239,6 +248,8 @@ class _GroupConsumer:
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
         self.receive_errors = 0
+        self.recreated = 0
+        self._failing_since: float | None = None
 
     def add(self, topic: str, on_message: OnMessage) -> None:
         rmq = _rocketmq()
@@ -287,6 +298,7 @@ class _GroupConsumer:
             try:
                 messages = consumer.receive(batch, invisible)
                 backoff = 0.05
+                self._failing_since = None
             except Exception as exc:
                 if self._stop.is_set():
                     return
@@ -294,6 +306,16 @@ class _GroupConsumer:
                 log.debug("rocketmq receive (%s): %s", self.group, exc)
                 # The proxy refuses receives until it has the client's settings, and fails
                 # them while a broker restarts: retry, bounded.
+                # Only the stuck symptom counts (the proxy is up but has no settings for this
+                # client); a broker that is down fails receives too, and may come back.
+                if _STUCK_SETTINGS in str(exc):
+                    now_s = time.monotonic()
+                    if self._failing_since is None:
+                        self._failing_since = now_s
+                    elif now_s - self._failing_since >= _RECREATE_AFTER_S:
+                        self._recreate(consumer)
+                else:
+                    self._failing_since = None
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, _MAX_RECEIVE_BACKOFF_S)
                 continue
@@ -336,6 +358,44 @@ class _GroupConsumer:
                 continue
             fut.add_done_callback(guarded(_check_ack, _log_callback_error))
 
+    def _recreate(self, stuck: Any) -> None:
+        """Replace a SimpleConsumer that does not recover by itself.
+
+        rocketmq-python-client 5.1.2 does not send its settings again when the proxy it talks
+        to restarts, so every receive then fails ("settings is null") forever. A new
+        SimpleConsumer of the same group resumes from the group's offsets on the broker. It
+        is counted in ``recreated``: the runner reports such a consumer as not recovered.
+        """
+        rmq = _rocketmq()
+        with self._lock:
+            if self._consumer is not stuck or self._stop.is_set():
+                return  # another receive thread already replaced it
+            topics = list(self._handlers)
+            try:
+                fresh = rmq.SimpleConsumer(
+                    self._driver.client_config(),
+                    self.group,
+                    {t: rmq.FilterExpression() for t in topics},
+                    await_duration=int(self._driver.settings["await_s"]),
+                )
+                fresh.startup()
+            except Exception as exc:  # the broker may still be down: try again later
+                log.debug("rocketmq consumer re-create (%s): %s", self.group, exc)
+                self._failing_since = time.monotonic()
+                return
+            self._consumer = fresh
+            self.recreated += 1
+            self._failing_since = None
+        log.warning(
+            "rocketmq consumer group %s re-created after %.0f s of failed receives",
+            self.group,
+            _RECREATE_AFTER_S,
+        )
+        try:
+            stuck.shutdown()
+        except Exception as exc:  # shutting down a client whose proxy restarted may fail
+            log.debug("rocketmq stuck consumer shutdown: %s", exc)
+
     def shutdown(self) -> None:
         self._stop.set()
         for t in self._threads:
@@ -366,6 +426,11 @@ class RocketMQConsumer(Consumer):
         self._client = client
         self._group = group
         self._closed = False
+
+    @property
+    def restarts(self) -> int:
+        """How often the driver had to re-create the group's SimpleConsumer."""
+        return self._group.recreated
 
     def close(self) -> None:
         if self._closed:
