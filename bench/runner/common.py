@@ -116,7 +116,7 @@ def finish(
         note = (
             f"the drain did not finish within {drain_timeout_s or 0:.0f} s: "
             f"{loss['lost']} acknowledged messages had not arrived yet, so 'lost' is an "
-            "upper bound (consumers slower than producers)"
+            "upper bound, not a confirmed loss"
         )
         error = f"{error}; {note}" if error else note
         status = "errors"

@@ -25,8 +25,10 @@ from typing import TYPE_CHECKING, Any, cast
 
 from bench.drivers.base import Driver
 from bench.errors import DriverError
+from bench.infra.health import http_get_json
 from bench.infra.process import Supervisor
 from bench.metrics.counters import MonotonicCounter
+from bench.protocol.remoting import RemotingClient
 from bench.runner.common import (
     base_spec,
     create_topics,
@@ -116,6 +118,43 @@ class Probe:
         return min(done) - t if done else None
 
 
+def _probe_topic_on_victim(ctx: StepContext, driver: Driver, victim: str, prefix: str) -> str:
+    """A topic served by the broker that will be killed, so the probe measures the outage of
+    the topics that broker owns (in a cluster the others never stop)."""
+    candidates = topic_names(ctx, prefix, 16)
+    ep = ctx.infra.endpoints(ctx.broker)
+    if ctx.broker == "rocketmq":
+        # A topic that lives only on the victim: its queues have nowhere else to go.
+        name = victim.split("/", 1)[1]
+        addr = ep.broker_addrs.get(name) or next(iter(ep.broker_addrs.values()))
+        client = RemotingClient(ep.namesrv, timeout=10.0, admin_timeout=30.0)
+        try:
+            client.create_topic(addr, candidates[0])
+        finally:
+            client.close()
+        return candidates[0]
+    create = create_topics(driver, candidates, concurrency=8)
+    if create.errors:
+        raise DriverError(f"could not create the probe topics: {create.first_error}")
+    if len(ep.admin_urls) == 1:
+        return candidates[0]
+    port = next(
+        p
+        for label, p in ctx.infra.specs()[victim].ports.items()
+        if label.startswith("pulsar broker")
+    )
+    for topic in candidates:
+        data = http_get_json(
+            f"{ep.admin_urls[0]}/lookup/v2/topic/persistent/public/default/{topic}", 30.0
+        )
+        if isinstance(data, dict) and str(data.get("brokerUrl", "")).endswith(f":{port}"):
+            return topic
+    ctx.event(
+        "warning", detail=f"no probe topic landed on {victim}; the probe may not see the outage"
+    )
+    return candidates[0]
+
+
 def run_step(ctx: StepContext) -> dict[str, Any]:
     step = ctx.step
     prof = cast(KillRecoveryProfile, ctx.scenario.profile(step.profile))
@@ -127,15 +166,15 @@ def run_step(ctx: StepContext) -> dict[str, Any]:
         raise DriverError(f"no {ctx.broker} broker process to kill in this infra")
     target = victims[0]
     topics = topic_names(ctx, f"k9r{p['repetition']}", prof.topics)
-    probe_topic = topic_names(ctx, f"k9p{p['repetition']}", 1)[0]
     driver = open_step_driver(ctx, path)
     state: dict[str, Any] = {"killed_at": None, "restarted_at": None, "restart_error": None}
     sup: Supervisor | None = None
     restarter: threading.Thread | None = None
     try:
-        creation = create_topics(driver, [*topics, probe_topic], concurrency=8)
+        creation = create_topics(driver, topics, concurrency=8)
         if creation.errors:
             raise DriverError(f"could not create the topics: {creation.first_error}")
+        probe_topic = _probe_topic_on_victim(ctx, driver, target, f"k9p{p['repetition']}")
         probe = Probe(driver, probe_topic, topics).start()
         meter = start_meter(ctx, prof.warmup_s)
         spec = base_spec(

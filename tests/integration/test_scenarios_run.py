@@ -153,7 +153,13 @@ def test_kill9_recovery(quick_run: Run, broker: str, scenario: str) -> None:
                 and e.get("scenario") == scenario
             ]
             assert warnings, f"{r['step_id']}: clients did not recover and no event says why"
-        assert r["loss"] is not None and r["loss"]["lost"] == 0, r["loss"]
+        # Exact accounting: nothing lost, or a drain that did not finish and says so (then
+        # "lost" is only an upper bound). An unexplained loss fails.
+        assert r["loss"] is not None
+        assert r["loss"]["lost"] == 0 or "upper bound" in (r["error"] or ""), (
+            r["loss"],
+            r["error"],
+        )
     kinds = [e for e in quick_run.events.to_dict("records") if e.get("kind") == "kill"]
     assert kinds
 
