@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -40,7 +39,6 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> Run:
         infra_root=tmp_path_factory.mktemp("scenario-infra"),
         port_offset=PORT_OFFSET + 6000,
     )
-    os.environ["BENCH_REPORT_RUN_DIR"] = str(run_dir)  # the browser test renders this run
     return load_run(run_dir)
 
 
@@ -162,6 +160,18 @@ def test_kill9_recovery(quick_run: Run, broker: str, scenario: str) -> None:
         )
     kinds = [e for e in quick_run.events.to_dict("records") if e.get("kind") == "kill"]
     assert kinds
+
+
+def test_report_of_this_real_run_renders_in_chromium(
+    quick_run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 5: the report of a real quick run, opened in headless Chromium (same checks as
+    test_report_browser: every chart has a size, no console errors, no network; screenshot
+    saved to reports/screenshots/report.png)."""
+    from tests.integration import test_report_browser
+
+    monkeypatch.setenv("BENCH_REPORT_RUN_DIR", str(quick_run.run_dir))
+    test_report_browser.test_report_renders_in_chromium(tmp_path)
 
 
 def test_sigint_mid_run_keeps_finished_steps_and_stops_brokers(tmp_path: Path) -> None:
