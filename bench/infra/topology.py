@@ -350,6 +350,7 @@ def pulsar_plan(settings: InfraSettings, root: Path, java: str, classpath: str) 
             proxy_port=pp,
             proxy_web_port=pw,
             discovery=discovery,
+            allowed_ports=",".join(str(bp) for bp, _ in brokers),
         )
         pdir = root / "data" / "proxy"
         specs.append(

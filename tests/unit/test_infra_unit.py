@@ -200,3 +200,13 @@ def test_plans_bind_loopback_and_do_not_clash(tmp_path: Path, topology: str) -> 
         '"localServeAddr": "127.0.0.1"'
         in (tmp_path / "rocketmq" / "conf" / "rmq-proxy.json").read_text()
     )
+    # The Pulsar proxy forwards only to the broker ports it is told (default 6650,6651).
+    broker_ports = [
+        str(p)
+        for s in plans[0].specs
+        for label, p in s.ports.items()
+        if label.startswith("pulsar broker")
+    ]
+    proxy_conf = (tmp_path / "pulsar" / "conf" / "proxy.conf").read_text()
+    assert broker_ports
+    assert f"brokerProxyAllowedTargetPorts={','.join(broker_ports)}\n" in proxy_conf
