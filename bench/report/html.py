@@ -606,7 +606,7 @@ def _warnings(runs: Sequence[Run], steps: pd.DataFrame, s: Settings) -> list[Rep
     for status, text in (
         ("failed", "failed"),
         ("skipped", "were skipped"),
-        ("errors", "finished with send errors (not clean)"),
+        ("errors", "finished not clean (send errors, or a drain that did not finish)"),
     ):
         bad = steps[steps["status"] == status]
         if len(bad):

@@ -652,8 +652,14 @@ def _recovery(fr: dict[str, pd.DataFrame], s: Settings) -> list[Verdict]:
 
     a, b = fr
     lost = [per_step(x, _col(sel[x], "loss.lost"), "") for x in (a, b)]
-    for f in lost:
+    for x, f in zip((a, b), lost, strict=True):
         f.detail = f"lost {sum(f.values):,.0f} acknowledged message(s) over {label}"
+        # A drain that did not finish leaves "lost" an upper bound, not a confirmed loss.
+        errors = sel[x]["error"] if "error" in sel[x] else pd.Series([], dtype=object)
+        undrained = sel[x][errors.fillna("").astype(str).str.contains("upper bound")]
+        f.problems += [
+            f"{r.step_id}: drain unfinished, lost is an upper bound" for r in undrained.itertuples()
+        ][:5]
     out = [
         decide(
             "acknowledged messages lost",

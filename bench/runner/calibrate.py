@@ -438,7 +438,13 @@ def _format_table(rows: Sequence[CalibrationRow]) -> str:
     "--warmup", type=click.FloatRange(0, 600), default=3.0, show_default=True, help="Seconds."
 )
 @click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True)
-@click.option("--max-in-flight", type=click.IntRange(1, 100000), default=1000, show_default=True)
+@click.option(
+    "--max-in-flight",
+    type=click.IntRange(1, 10000),
+    default=5000,
+    show_default=True,
+    help="Outstanding async sends per worker (pulsar-perf's own limit is memory-based).",
+)
 @click.option(
     "--infra-dir",
     type=click.Path(file_okay=False, path_type=Path),

