@@ -28,6 +28,7 @@ from bench.infra.topology import Broker, InfraSettings
 from bench.metrics.meta import client_versions, git_revision, host_info
 from bench.results.store import RunWriter
 from bench.runner.progress import Progress, QuietProgress
+from bench.runner.record import base_record
 from bench.scenarios.loader import load_many, scenario_hash
 from bench.scenarios.model import Scenario, Step, expand_steps
 
@@ -183,24 +184,16 @@ def run_metadata(
 
 
 def _failed_record(step: Step, started: float, error: str, status: str = "failed") -> StepRecord:
-    return {
-        "step_id": step.step_id,
-        "scenario": step.scenario,
-        "kind": step.kind,
-        "profile": step.profile,
-        "broker": step.broker,
-        "topology": step.topology,
-        "index": step.index,
-        "group": step.group,
-        "params": dict(step.params),
-        "status": status,
-        "error": error,
-        "started_at": started,
-        "ended_at": time.time(),
-        "window": {"start": started, "end": started},
-        "metrics": {},
-        "loss": None,
-    }
+    return base_record(
+        step,
+        started_at=started,
+        status=status,
+        error=error,
+        params=dict(step.params),
+        metrics={},
+        window={"start": started, "end": started},
+        loss=None,
+    )
 
 
 def run_scenarios(

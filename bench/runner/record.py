@@ -9,6 +9,7 @@ from bench.metrics.ledger import LedgerBook
 
 if TYPE_CHECKING:
     from bench.runner.api import StepContext
+    from bench.scenarios.model import Step
 
 LOSS_KEYS = ("acked", "received", "lost", "duplicated", "received_not_acked", "reordered")
 
@@ -28,6 +29,38 @@ def loss_totals(book: LedgerBook | None) -> dict[str, int] | None:
     return totals
 
 
+def base_record(
+    step: Step,
+    *,
+    started_at: float,
+    status: str,
+    error: str | None,
+    params: dict[str, Any],
+    metrics: dict[str, Any],
+    window: dict[str, float],
+    loss: dict[str, int] | None,
+) -> dict[str, Any]:
+    """The record of one finished step, in the shape bench.results.schema validates."""
+    return {
+        "step_id": step.step_id,
+        "scenario": step.scenario,
+        "kind": step.kind,
+        "profile": step.profile,
+        "broker": step.broker,
+        "topology": step.topology,
+        "index": step.index,
+        "group": step.group,
+        "params": params,
+        "status": status,
+        "error": error,
+        "started_at": started_at,
+        "ended_at": time.time(),
+        "window": window,
+        "metrics": metrics,
+        "loss": loss,
+    }
+
+
 def step_record(
     ctx: StepContext,
     *,
@@ -39,24 +72,15 @@ def step_record(
     error: str | None = None,
 ) -> dict[str, Any]:
     """A finished step. ``status`` defaults to ``errors`` when any send failed, else ``ok``."""
-    step = ctx.step
     if status is None:
         status = "errors" if metrics.get("send_errors") else "ok"
-    return {
-        "step_id": step.step_id,
-        "scenario": step.scenario,
-        "kind": step.kind,
-        "profile": step.profile,
-        "broker": step.broker,
-        "topology": step.topology,
-        "index": step.index,
-        "group": step.group,
-        "params": {**step.params, "infra": ctx.settings.to_json()},
-        "status": status,
-        "error": error,
-        "started_at": started_at,
-        "ended_at": time.time(),
-        "window": window,
-        "metrics": metrics,
-        "loss": loss,
-    }
+    return base_record(
+        ctx.step,
+        started_at=started_at,
+        status=status,
+        error=error,
+        params={**ctx.step.params, "infra": ctx.settings.to_json()},
+        metrics=metrics,
+        window=window,
+        loss=loss,
+    )
