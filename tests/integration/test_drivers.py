@@ -182,10 +182,9 @@ def test_sync_sends_through_the_other_path(infra: tuple[str, Infra]) -> None:
     assert sum(r.lost + r.duplicated for r in reports) == 0
 
 
+@pytest.mark.parametrize("infra", ["rocketmq"], indirect=True)  # ONEWAY is RocketMQ's alone
 def test_rocketmq_oneway_sends_arrive(infra: tuple[str, Infra]) -> None:
     broker, inf = infra
-    if broker != "rocketmq":
-        pytest.skip("ONEWAY is RocketMQ's")
     topics = _names("oneway", 2)
     with _driver(broker, inf, "direct") as driver:
         assert all(r.ok for r in driver.create_topics(topics))
