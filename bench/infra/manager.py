@@ -372,12 +372,8 @@ class Infra:
         return rows
 
     def log_path(self, name: str) -> Path:
-        specs = self.specs()
-        matches = [n for n in specs if n == name or n.endswith("/" + name)]
-        if len(matches) != 1:
-            known = ", ".join(sorted(specs)) or "none (nothing is up)"
-            raise ConfigError(f"no single process named {name!r}; known: {known}")
-        return Path(specs[matches[0]].log)
+        """The log file of process ``name`` (full name or its last part, e.g. ``broker-a``)."""
+        return Path(self.specs()[self._resolve(name)].log)
 
     # -- faults ----------------------------------------------------------------------------
     def _resolve(self, name: str) -> str:
