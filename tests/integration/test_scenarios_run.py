@@ -138,8 +138,11 @@ def test_subscribe_frequency(quick_run: Run, broker: str) -> None:
     fan = [r for r in rows if r["params"]["sweep"] == "fanout"]
     assert [r["metrics"]["fanout"] for r in fan] == [1, 8]
     low, high = fan[0]["metrics"], fan[-1]["metrics"]
-    # Every subscription gets every message: consume TPS scales with the fan-out.
-    assert high["consume_tps"] > low["consume_tps"] * 5
+    # Every subscription gets every message (the loss check below), so consume TPS grows with
+    # the fan-out. Not 8x: RocketMQ's 5.x Python consumer tops out near 1,000 receipts/s here
+    # (CI measured 203/s at fan-out 1 and 999/s at 8 of an offered 1,600/s). Above 2x still
+    # fails if the subscriptions of a topic share one group and split the messages.
+    assert high["consume_tps"] > low["consume_tps"] * 2
     assert high["subscribe_latency_us"]["count"] >= 8 * 4
     for r in fan:
         assert_no_unexplained_loss(r)
