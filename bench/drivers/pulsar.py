@@ -228,12 +228,29 @@ class PulsarClient(DriverClient):
             log.debug("pulsar client close: %s", exc)
 
 
+_NATIVE: Any = getattr(pulsar, "_pulsar", None)
+"""pulsar-client's C++ extension. Its ``MessageBuilder`` and the wrapped producer's own
+``send_async`` carry a plain payload without the Python wrapper's per-call argument checks and
+schema step (~10 us a message of ~90 us in a profile of our worker at full rate); the wrapper
+is used whenever that layout is not there."""
+
+
 class PulsarProducer(Producer):
     """A ``pulsar.Producer`` behind the driver interface."""
 
     def __init__(self, topic: str, producer: pulsar.Producer) -> None:
         self.topic = topic
         self._producer = producer
+        # The fast path only for what it is equivalent to: raw bytes (no schema encoding).
+        raw = getattr(producer, "_producer", None)
+        schema = getattr(producer, "_schema", None)
+        fast = (
+            _NATIVE is not None
+            and hasattr(_NATIVE, "MessageBuilder")
+            and hasattr(raw, "send_async")
+            and type(schema).__name__ == "BytesSchema"
+        )
+        self._raw: Any = raw if fast else None
 
     def send(self, payload: bytes) -> None:
         self._producer.send(payload)
@@ -248,7 +265,10 @@ class PulsarProducer(Producer):
             except BaseException as exc:
                 _log_callback_error(exc)
 
-        self._producer.send_async(payload, done)
+        if self._raw is not None:
+            self._raw.send_async(_NATIVE.MessageBuilder().content(payload).build(), done)
+        else:
+            self._producer.send_async(payload, done)
 
     def close(self) -> None:
         try:

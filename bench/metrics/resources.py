@@ -170,6 +170,89 @@ class ResourceSampler:
             return list(self._rows)
 
 
+class CpuMeter:
+    """Cumulative CPU seconds (user + system) of groups of processes, read every
+    ``interval_s`` on a daemon thread, so the CPU a group used over any window of the run can be
+    asked for afterwards (``bench calibrate``: client and broker CPU per message).
+
+    A process that exits keeps its last reading; one that cannot be read is left out.
+    """
+
+    def __init__(self, interval_s: float = 0.5) -> None:
+        if interval_s <= 0:
+            raise ValueError(f"interval_s must be positive, not {interval_s}")
+        self.interval_s = interval_s
+        self._lock = threading.Lock()
+        self._procs: dict[tuple[str, int], psutil.Process] = {}
+        self._samples: dict[tuple[str, int], list[tuple[float, float]]] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, group: str, pid: int) -> None:
+        """Count ``pid``'s CPU in ``group`` from now on (read once at once)."""
+        try:
+            proc = psutil.Process(pid)
+        except psutil.NoSuchProcess:
+            return
+        with self._lock:
+            self._procs[(group, pid)] = proc
+            self._samples.setdefault((group, pid), [])
+        self._read_one((group, pid), proc)
+
+    def _read_one(self, key: tuple[str, int], proc: psutil.Process) -> None:
+        try:
+            t = proc.cpu_times()
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            with self._lock:
+                self._procs.pop(key, None)
+            return
+        now = time.monotonic()
+        with self._lock:
+            self._samples[key].append((now, t.user + t.system))
+
+    def read(self) -> None:
+        """Read every watched process now."""
+        with self._lock:
+            procs = list(self._procs.items())
+        for key, proc in procs:
+            self._read_one(key, proc)
+
+    def __enter__(self) -> CpuMeter:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="cpu-meter", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10.0)
+            self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.read()
+
+    def cores(self, group: str, t0: float, t1: float) -> float | None:
+        """Mean cores ``group`` used between monotonic times ``t0`` and ``t1`` (1.0 = one core
+        busy): per process, the CPU between its last readings at or before ``t0`` and ``t1``
+        over the time between them; None if no process of the group was read across the window.
+        """
+        total = 0.0
+        seen = False
+        with self._lock:
+            series = [v for (g, _), v in self._samples.items() if g == group]
+        for samples in series:
+            before = [s for s in samples if s[0] <= t0]
+            upto = [s for s in samples if s[0] <= t1]
+            if not before or not upto or upto[-1][0] <= before[-1][0]:
+                continue
+            (a_t, a_cpu), (b_t, b_cpu) = before[-1], upto[-1]
+            total += (b_cpu - a_cpu) / (b_t - a_t)
+            seen = True
+        return total if seen else None
+
+
 # A pause line of unified GC logging (-Xlog:gc), e.g.
 # [2.345s][info][gc] GC(3) Pause Young (Normal) (G1 Evacuation Pause) 24M->8M(256M) 3.456ms
 # Concurrent phases ("Concurrent Mark Cycle 12.3ms") and phase details ("[gc,phases] ...") are

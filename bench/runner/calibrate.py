@@ -47,9 +47,12 @@ from bench.infra.manager import Infra
 from bench.infra.paths import bench_home, project_infra_dir
 from bench.infra.topology import Broker, Endpoints, InfraSettings
 from bench.metrics.intervals import ACKED, SENT, merge
+from bench.metrics.resources import CpuMeter
 from bench.runner.worker import LoadSpec, WorkerPool, is_warmup
 
 TARGET_RATIO = 0.9
+CLIENT_NATIVE, CLIENT_BENCH, BROKER = "native_client", "bench_client", "broker"
+"""CPU-meter groups."""
 NATIVE_GRACE_S = 60.0
 """How long a native tool may take beyond its run time (JVM start, producer start, exit)."""
 
@@ -76,6 +79,11 @@ class CalibrationRow:
     bench_errors: dict[str, int] = field(default_factory=dict)
     notes: str = ""
     rounds: int = 1
+    cpu_us_per_message: dict[str, float | None] = field(default_factory=dict)
+    """CPU microseconds per message (medians over rounds) of ``native_client`` (the Java
+    tool), ``bench_client`` (our worker processes) and the broker's processes during each
+    (``native_broker``, ``bench_broker``): on a machine where client and broker share the cores,
+    this says where the difference in rate comes from."""
     native_rates: list[float] = field(default_factory=list)
     """Each round's native rate (the row's ``native_rate`` is their median)."""
     bench_rates: list[float] = field(default_factory=list)
@@ -88,20 +96,33 @@ class CalibrationRow:
                 d[k] = round(d[k], 1)
         if d["ratio"] is not None:
             d["ratio"] = round(d["ratio"], 3)
+        d["cpu_us_per_message"] = {
+            k: (round(v, 1) if v is not None else None) for k, v in self.cpu_us_per_message.items()
+        }
         return d
 
 
 # -- native tools ----------------------------------------------------------------------------
 def _run_java(
-    argv: list[str], log: Path, run_s: float, cwd: Path, started: re.Pattern[str] | None = None
-) -> str:
+    argv: list[str],
+    log: Path,
+    run_s: float,
+    cwd: Path,
+    started: re.Pattern[str] | None = None,
+    cpu: CpuMeter | None = None,
+) -> tuple[str, float]:
     """Run a native tool for ``run_s`` seconds, then SIGTERM it (its shutdown hook prints the
-    totals); return its output. With ``started``, the ``run_s`` seconds count from the first
-    output line matching it (JVM and client start-up take a while and vary), waiting at most
-    :data:`NATIVE_GRACE_S` for that line. The process is ours alone, stopped by its own PID."""
+    totals); return its output and the monotonic time it ended (or was told to). With
+    ``started``, the ``run_s`` seconds count from the first output line matching it (JVM and
+    client start-up take a while and vary), waiting at most :data:`NATIVE_GRACE_S` for that
+    line. With ``cpu``, the process's CPU is metered as ``native_client``. The process is ours
+    alone, stopped by its own PID."""
     log.parent.mkdir(parents=True, exist_ok=True)
+    ended = time.monotonic()
     with open(log, "wb") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=cwd)
+        if cpu is not None:
+            cpu.watch(CLIENT_NATIVE, proc.pid)
         try:
             end = time.monotonic() + run_s
             if started is not None:
@@ -113,7 +134,11 @@ def _run_java(
                     time.sleep(0.2)
             try:
                 proc.wait(timeout=max(0.0, end - time.monotonic()))
+                ended = time.monotonic()
             except subprocess.TimeoutExpired:
+                ended = time.monotonic()
+                if cpu is not None:
+                    cpu.read()
                 proc.terminate()
                 proc.wait(timeout=NATIVE_GRACE_S)
         except subprocess.TimeoutExpired:
@@ -123,7 +148,18 @@ def _run_java(
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(timeout=30)
-    return log.read_text(errors="replace")
+    return log.read_text(errors="replace"), ended
+
+
+_NATIVE_FATAL = re.compile(r"java\.lang\.OutOfMemoryError[^\n]*")
+
+
+def _check_native_output(output: str, log: Path) -> None:
+    """A native tool that ran out of memory measured a backlog, not the broker: refuse its
+    figure rather than report it."""
+    m = _NATIVE_FATAL.search(output)
+    if m:
+        raise BenchError(f"the native tool failed ({m.group(0).strip()}); see {log}")
 
 
 def parse_pulsar_perf(output: str, skip: int) -> float | None:
@@ -141,9 +177,21 @@ def parse_rocketmq_producer(output: str) -> float | None:
 
 
 def native_pulsar(
-    ep: Endpoints, topic: str, size: int, seconds: float, warmup: float, work: Path
-) -> tuple[float | None, Path]:
-    """Run pulsar-perf against ``ep`` at full speed; return (rate, log path)."""
+    ep: Endpoints,
+    topic: str,
+    size: int,
+    seconds: float,
+    warmup: float,
+    work: Path,
+    cpu: CpuMeter | None = None,
+    max_outstanding: int = 5000,
+) -> tuple[float | None, Path, float]:
+    """Run pulsar-perf against ``ep`` at full speed with at most ``max_outstanding`` messages
+    unacknowledged (as our workers bound theirs); return (rate, log path, end time).
+
+    Unbounded (its default: ``--max-outstanding 0``, no memory limit) it queues faster than the
+    broker acknowledges until its heap runs out (measured here: 10 s to OutOfMemoryError at
+    -Xmx512m), and its per-second figures count acknowledgements of a growing backlog."""
     java = find_java().executable
     cp = ensure_classpath("pulsar").joined()
     conf = work / "pulsar-client.conf"
@@ -173,17 +221,26 @@ def native_pulsar(
         "--stats-interval-seconds",
         "1",
         "--disable-batching",
+        "--max-outstanding",
+        str(max_outstanding),
         f"persistent://public/default/{topic}",
     ]
     log = work / f"pulsar-perf-{topic}.log"
-    out = _run_java(argv, log, run_s + NATIVE_GRACE_S, work)
-    return parse_pulsar_perf(out, skip=max(1, int(warmup))), log
+    out, ended = _run_java(argv, log, run_s + NATIVE_GRACE_S, work, cpu=cpu)
+    _check_native_output(out, log)
+    return parse_pulsar_perf(out, skip=max(1, int(warmup))), log, ended
 
 
 def native_rocketmq(
-    ep: Endpoints, topic: str, size: int, seconds: float, warmup: float, work: Path
-) -> tuple[float | None, Path]:
-    """Run RocketMQ's benchmark Producer against ``ep``; return (rate, log path)."""
+    ep: Endpoints,
+    topic: str,
+    size: int,
+    seconds: float,
+    warmup: float,
+    work: Path,
+    cpu: CpuMeter | None = None,
+) -> tuple[float | None, Path, float]:
+    """Run RocketMQ's benchmark Producer against ``ep``; return (rate, log path, end time)."""
     java = find_java().executable
     cp = ensure_classpath("rocketmq-perf").joined()
     home = work / "rocketmq-perf-home"
@@ -207,8 +264,9 @@ def native_rocketmq(
     ]
     log = work / f"rocketmq-producer-{topic}.log"
     # It runs until stopped: warm-up and the measured window from its first report on.
-    out = _run_java(argv, log, warmup + seconds, work, started=_RMQ_TPS)
-    return parse_rocketmq_producer(out), log
+    out, ended = _run_java(argv, log, warmup + seconds, work, started=_RMQ_TPS, cpu=cpu)
+    _check_native_output(out, log)
+    return parse_rocketmq_producer(out), log, ended
 
 
 # -- our driver ------------------------------------------------------------------------------
@@ -221,6 +279,8 @@ class BenchRate:
     broker_rate: float | None
     errors: dict[str, int]
     failures: dict[str, str]
+    window: tuple[float, float] = (0.0, 0.0)
+    """Monotonic start and end of the measured window (for CPU metering)."""
 
 
 def bench_rate(
@@ -236,6 +296,7 @@ def bench_rate(
     workers: int,
     max_in_flight: int,
     driver_settings: dict[str, Any] | None = None,
+    cpu: CpuMeter | None = None,
 ) -> BenchRate:
     """Run ``workers`` closed-loop producer processes on ``topic``; measure the window after
     ``warmup``. With ONEWAY the broker's stored-message count gives ``broker_rate``."""
@@ -265,6 +326,9 @@ def bench_rate(
     broker_rate = None
     with open_driver(broker, ep, path=path) as admin, WorkerPool() as pool:
         pool.start(specs)
+        if cpu is not None:
+            for pid in pool.pids().values():
+                cpu.watch(CLIENT_BENCH, pid)
         go = time.monotonic()
         before: tuple[float, int] | None = None
         after: tuple[float, int] | None = None
@@ -295,7 +359,10 @@ def bench_rate(
     window = (m.end_ns - m.start_ns) / 1e9
     acked = m.counters.get(ACKED, 0)
     sent = m.counters.get(SENT, 0)
-    return BenchRate(acked / window, sent / window, broker_rate, dict(m.errors), failures)
+    measured_at = (go + warmup, go + warmup + seconds)
+    return BenchRate(
+        acked / window, sent / window, broker_rate, dict(m.errors), failures, measured_at
+    )
 
 
 # -- the command -----------------------------------------------------------------------------
@@ -317,10 +384,58 @@ def calibrate_broker(
     work: Path,
     progress: Callable[[str], None],
     rounds: int = 1,
+    broker_pids: dict[str, int] | None = None,
 ) -> list[CalibrationRow]:
     """Native tool, then our driver (and, for RocketMQ, its other paths), ``rounds`` times
     interleaved; one row per path with the medians (a shared machine's load drifts, so the two
-    sides are measured alternately rather than one long run each)."""
+    sides are measured alternately rather than one long run each). With ``broker_pids``, the
+    broker's CPU per message is metered beside the clients'."""
+    with CpuMeter() as cpu:
+        for pid in (broker_pids or {}).values():
+            cpu.watch(BROKER, pid)
+        return _calibrate_rounds(
+            broker,
+            ep,
+            size=size,
+            seconds=seconds,
+            warmup=warmup,
+            workers=workers,
+            max_in_flight=max_in_flight,
+            work=work,
+            progress=progress,
+            rounds=rounds,
+            cpu=cpu,
+        )
+
+
+def _per_message_us(
+    cpu: CpuMeter, group: str, window: tuple[float, float], rate: float | None
+) -> float | None:
+    cores = cpu.cores(group, *window)
+    if cores is None or not rate:
+        return None
+    return cores * 1e6 / rate
+
+
+def _median(values: Sequence[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else None
+
+
+def _calibrate_rounds(
+    broker: Broker,
+    ep: Endpoints,
+    *,
+    size: int,
+    seconds: float,
+    warmup: float,
+    workers: int,
+    max_in_flight: int,
+    work: Path,
+    progress: Callable[[str], None],
+    rounds: int,
+    cpu: CpuMeter,
+) -> list[CalibrationRow]:
     tag = uuid.uuid4().hex[:6]
     with open_driver(broker, ep, path="direct" if broker == "pulsar" else "proxy") as admin:
         topics = [f"calibrate-{tag}-{k}" for k in ("native", "bench", "direct", "oneway")]
@@ -338,16 +453,21 @@ def calibrate_broker(
             ("direct", "oneway", topics[3], "ONEWAY over remoting; rate = broker-stored"),
         ]
     natives: list[float] = []
+    native_cpu: dict[str, list[float | None]] = {CLIENT_NATIVE: [], BROKER: []}
     got: dict[tuple[str, str], list[BenchRate]] = {(p, m): [] for p, m, _, _ in runs}
     for n in range(rounds):
         progress(f"{broker}: round {n + 1}/{rounds}: {tool} for {warmup + seconds:.0f} s")
         if broker == "pulsar":
-            native, log = native_pulsar(ep, topics[0], size, seconds, warmup, work)
+            native, log, ended = native_pulsar(
+                ep, topics[0], size, seconds, warmup, work, cpu, max_outstanding=max_in_flight
+            )
         else:
-            native, log = native_rocketmq(ep, topics[0], size, seconds, warmup, work)
+            native, log, ended = native_rocketmq(ep, topics[0], size, seconds, warmup, work, cpu)
         if native is None:
             raise BenchError(f"{tool} reported no rate; see {log}")
         natives.append(native)
+        for group in (CLIENT_NATIVE, BROKER):
+            native_cpu[group].append(_per_message_us(cpu, group, (ended - seconds, ended), native))
         for path, mode, topic, _ in runs:
             progress(
                 f"{broker}: round {n + 1}/{rounds}: our driver ({path}, {mode}), {workers} workers"
@@ -364,6 +484,7 @@ def calibrate_broker(
                     warmup=warmup,
                     workers=workers,
                     max_in_flight=max_in_flight,
+                    cpu=cpu,
                 )
             )
     native_rate = statistics.median(natives)
@@ -383,6 +504,22 @@ def calibrate_broker(
                     f"{w}: {e}" for w, e in g.failures.items()
                 )
         brokers = [g.broker_rate for g in results if g.broker_rate is not None]
+        cpu_us = {
+            "native_client": _median(native_cpu[CLIENT_NATIVE]),
+            "native_broker": _median(native_cpu[BROKER]),
+            "bench_client": _median(
+                [
+                    _per_message_us(cpu, CLIENT_BENCH, g.window, r)
+                    for g, r in zip(results, per_round, strict=True)
+                ]
+            ),
+            "bench_broker": _median(
+                [
+                    _per_message_us(cpu, BROKER, g.window, r)
+                    for g, r in zip(results, per_round, strict=True)
+                ]
+            ),
+        }
         rows.append(
             CalibrationRow(
                 broker=broker,
@@ -400,6 +537,7 @@ def calibrate_broker(
                 bench_errors=errors,
                 notes=notes,
                 rounds=rounds,
+                cpu_us_per_message=cpu_us,
                 native_rates=[round(x, 1) for x in natives],
                 bench_rates=[round(x, 1) for x in rates],
             )
@@ -409,18 +547,25 @@ def calibrate_broker(
 
 def _format_table(rows: Sequence[CalibrationRow]) -> str:
     head = (
-        f"{'broker':9} {'path':7} {'mode':7} {'native/s':>10} {'bench/s':>10} {'ratio':>6}  notes"
+        f"{'broker':9} {'path':7} {'mode':7} {'native/s':>10} {'bench/s':>10} {'ratio':>6}"
+        f"  {'client CPU us/msg':>17}  {'broker CPU us/msg':>17}  notes"
     )
     lines = [head]
+
+    def num(v: float | None, fmt: str = ".0f") -> str:
+        return "-" if v is None else format(v, fmt)
+
     for r in rows:
-        ratio = f"{r.ratio:.2f}" if r.ratio is not None else "-"
-        bench = f"{r.bench_rate:.0f}" if r.bench_rate is not None else "-"
-        native = f"{r.native_rate:.0f}" if r.native_rate is not None else "-"
+        c = r.cpu_us_per_message
         flag = "" if r.ratio is None or r.ratio >= TARGET_RATIO else "  (below 0.9)"
+        client = f"{num(c.get('native_client'))} / {num(c.get('bench_client'))}"
+        brk = f"{num(c.get('native_broker'))} / {num(c.get('bench_broker'))}"
         lines.append(
-            f"{r.broker:9} {r.path:7} {r.send_mode:7} {native:>10} {bench:>10} {ratio:>6}  "
+            f"{r.broker:9} {r.path:7} {r.send_mode:7} {num(r.native_rate):>10} "
+            f"{num(r.bench_rate):>10} {num(r.ratio, '.2f'):>6}  {client:>17}  {brk:>17}  "
             f"{r.notes}{flag}"
         )
+    lines.append("(CPU per message: native tool / our workers, and the broker during each)")
     return "\n".join(lines)
 
 
@@ -522,6 +667,11 @@ def calibrate_cmd(
             raise BenchError(f"calibration ratio below {min_ratio}: {what}")
 
 
+def _broker_pids(infra: Infra, broker: Broker) -> dict[str, int]:
+    """Every live process of ``broker`` (broker, name server, proxy...) in ``infra``."""
+    return {n: pid for n, pid in infra.pids().items() if n.split("/", 1)[0] == broker}
+
+
 def _work_root() -> Path:
     root = bench_home() / "calibrate"
     root.mkdir(parents=True, exist_ok=True)
@@ -554,12 +704,16 @@ def _calibrate_one(
     }
     if infra_dir is not None:
         infra = Infra(infra_dir)
-        return calibrate_broker(broker, infra.endpoints(broker), **kwargs)
+        return calibrate_broker(
+            broker, infra.endpoints(broker), broker_pids=_broker_pids(infra, broker), **kwargs
+        )
     infra = Infra(work / "infra" / broker)
     progress(f"starting {broker} (port offset {port_offset}) in {infra.root}")
     try:
         infra.up(InfraSettings(brokers=(broker,), port_offset=port_offset), progress=progress)
-        return calibrate_broker(broker, infra.endpoints(broker), **kwargs)
+        return calibrate_broker(
+            broker, infra.endpoints(broker), broker_pids=_broker_pids(infra, broker), **kwargs
+        )
     finally:
         progress(f"stopping {broker}")
         try:

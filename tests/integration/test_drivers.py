@@ -249,6 +249,11 @@ def test_calibrate_json_end_to_end(infra: tuple[str, Infra]) -> None:
         assert row["ratio"] == pytest.approx(row["bench_rate"] / row["native_rate"], rel=0.01)
         assert row["message_size"] == 1024 and row["workers"] == 2
         assert row["notes"]
+        # Where the difference comes from: CPU per message of each client and of the broker.
+        cpu = row["cpu_us_per_message"]
+        assert set(cpu) == {"native_client", "native_broker", "bench_client", "bench_broker"}
+        assert cpu["native_client"] > 0 and cpu["bench_client"] > 0, cpu
+        assert cpu["native_broker"] > 0 and cpu["bench_broker"] > 0, cpu
 
 
 def test_producers_survive_a_kill_9_and_restart(infra: tuple[str, Infra]) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from bench.metrics.resources import ResourceSampler, gc_pause_ms
+from bench.metrics.resources import CpuMeter, ResourceSampler, gc_pause_ms
 
 
 @pytest.fixture
@@ -144,3 +144,49 @@ def test_gc_pause_ms_sums_pauses_only(tmp_path: Path) -> None:
     assert gc_pause_ms(log) == pytest.approx(3.456 + 1.5 + 0.044 + 0.010 + 45.0)
     with pytest.raises(FileNotFoundError):
         gc_pause_ms(tmp_path / "missing.log")
+
+
+def test_cpu_meter_separates_a_busy_group_from_an_idle_one(child: subprocess.Popen[bytes]) -> None:
+    with CpuMeter(interval_s=0.05) as cpu:
+        cpu.watch("busy", os.getpid())
+        cpu.watch("idle", child.pid)
+        cpu.watch("gone", 2**22 + 12345)  # no such process: left out, not an error
+        t0 = time.monotonic()
+        busy(0.6)
+        t1 = time.monotonic()
+        time.sleep(0.1)
+    busy_cores = cpu.cores("busy", t0, t1)
+    idle_cores = cpu.cores("idle", t0, t1)
+    assert busy_cores is not None and idle_cores is not None
+    # The spinning thread keeps about one core busy; the sleeping child about none. The bounds
+    # are wide: this machine is shared and the readings are 50 ms apart.
+    assert busy_cores > 0.3
+    assert idle_cores < 0.1
+    assert cpu.cores("gone", t0, t1) is None
+    assert cpu.cores("nobody", t0, t1) is None
+
+
+def test_cpu_meter_keeps_the_last_reading_of_a_process_that_exits() -> None:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import time\nend = time.monotonic() + 0.4\nwhile time.monotonic() < end: pass",
+        ]
+    )
+    with CpuMeter(interval_s=0.05) as cpu:
+        cpu.watch("spin", proc.pid)
+        t0 = time.monotonic()
+        proc.wait(10)
+        time.sleep(0.3)
+        t1 = time.monotonic()
+    cores = cpu.cores("spin", t0, t1)
+    assert cores is not None and cores > 0.2
+
+
+def test_cpu_meter_window_before_any_reading_is_unknown() -> None:
+    with CpuMeter(interval_s=0.05) as cpu:
+        t0 = time.monotonic() - 5.0
+        cpu.watch("me", os.getpid())
+        time.sleep(0.15)
+    assert cpu.cores("me", t0 - 1.0, t0) is None
