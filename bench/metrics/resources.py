@@ -33,6 +33,7 @@ class ResourceSampler:
             self.watch(name, pid)
         self._last_t = time.monotonic()
         self._last_net = psutil.net_io_counters(pernic=True)
+        self._last_cpu = psutil.cpu_times()
         self._last_disk = psutil.disk_io_counters()
         self._rows: list[dict[str, Any]] = []
         self._thread: threading.Thread | None = None
@@ -62,8 +63,8 @@ class ResourceSampler:
         zombie) gives ``alive=False`` and None for the figures. Host row: ``kind="host"``,
         interval_s, net_bytes_per_s (sent + received over all interfaces, loopback included:
         on one machine the brokers' traffic is on ``lo``), net_sent_bytes_per_s,
-        net_recv_bytes_per_s, net_if_bytes_per_s (per interface) and disk_write_bytes_per_s
-        (None where the host exposes no disk counters).
+        net_recv_bytes_per_s, net_if_bytes_per_s (per interface), disk_write_bytes_per_s
+        (None where the host exposes no disk counters) and cpu_percent (all cores busy = 100).
         """
         with self._lock:
             ts_ns = time.time_ns()
@@ -103,6 +104,7 @@ class ResourceSampler:
         now = time.monotonic()
         net = psutil.net_io_counters(pernic=True)
         disk = psutil.disk_io_counters()
+        cpu = psutil.cpu_times()
         elapsed = max(now - self._last_t, 1e-9)
         per_if: dict[str, float] = {}
         sent = recv = 0
@@ -118,7 +120,11 @@ class ResourceSampler:
         disk_rate = None
         if disk is not None and self._last_disk is not None:
             disk_rate = (disk.write_bytes - self._last_disk.write_bytes) / elapsed
-        self._last_t, self._last_net, self._last_disk = now, net, disk
+        busy_before = sum(self._last_cpu) - _idle(self._last_cpu)
+        total = sum(cpu) - sum(self._last_cpu)
+        busy = (sum(cpu) - _idle(cpu)) - busy_before
+        cpu_pct = 100.0 * busy / total if total > 0 else None
+        self._last_t, self._last_net, self._last_disk, self._last_cpu = now, net, disk, cpu
         return {
             "kind": "host",
             "ts_ns": ts_ns,
@@ -129,6 +135,7 @@ class ResourceSampler:
             "net_recv_bytes_per_s": recv / elapsed,
             "net_if_bytes_per_s": per_if,
             "disk_write_bytes_per_s": disk_rate,
+            "cpu_percent": cpu_pct,
         }
 
     def start(self) -> None:
@@ -168,6 +175,11 @@ class ResourceSampler:
         """Return the rows the background thread has collected so far (a copy)."""
         with self._lock:
             return list(self._rows)
+
+
+def _idle(t: Any) -> float:
+    """Idle time of a ``psutil.cpu_times()`` reading (iowait counts as idle: no CPU is used)."""
+    return float(t.idle) + float(getattr(t, "iowait", 0.0))
 
 
 class CpuMeter:

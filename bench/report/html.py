@@ -110,6 +110,18 @@ def _param(df: pd.DataFrame, name: str) -> pd.Series:
     return pd.Series([None] * len(df), index=df.index, dtype=object)
 
 
+def _limited_by(df: pd.DataFrame, x_of: Any, offered: float | None) -> str:
+    """Who limited a curve from its saturation point on: "our client" if any of those steps
+    was client-bound, else "broker"; without a saturation point, "our client" if any step was
+    client-bound, else "-" (nothing limited it), as without the figures."""
+    x = x_of(df)
+    rows = df if offered is None else df[x >= offered]
+    flags = [str(v) for v in _param(rows, "client_bound") if str(v) in ("True", "False")]
+    if "True" in flags:
+        return "our client"
+    return "broker" if flags and offered is not None else "-"
+
+
 def _strip_broker(text: str, broker: str) -> str:
     return text[len(broker) + 1 :] if text.startswith(broker + "-") else text
 
@@ -277,6 +289,7 @@ def _send_frequency(steps: pd.DataFrame, scenario: str, s: Settings) -> Section:
                     str(conn),
                     fmt(sat.offered) if sat.offered is not None else "not reached",
                     fmt(sat.max_achieved),
+                    _limited_by(bdf, x_of, sat.offered),
                 ]
             )
         lat = _lines(
@@ -346,8 +359,13 @@ def _send_frequency(steps: pd.DataFrame, scenario: str, s: Settings) -> Section:
                     "connections",
                     "saturates at offered msg/s",
                     "max achieved msg/s",
+                    "limited by",
                 ],
                 limits,
+                note='"our client": from the saturation point on, the machine\'s CPU was '
+                "saturated and our worker processes took at least a third of it, so the broker "
+                "was starved; that maximum is a floor of the broker's limit, not the limit "
+                "(bench calibrate measures the client's CPU per message).",
             )
         )
     return sec

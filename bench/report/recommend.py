@@ -304,7 +304,10 @@ def decide(
     problems = [f"{title(f.broker)}: {p}" for f in (a, b) for p in f.problems]
     if problems:
         return verdict(
-            "undecided", None, "the figure comes from steps with errors: " + "; ".join(problems)
+            "undecided",
+            None,
+            "the figure comes from steps with errors or limited by the load generator: "
+            + "; ".join(problems),
         )
     ma, mb = a.mean, b.mean
     better_a = ma > mb if direction == "higher" else ma < mb
@@ -499,6 +502,11 @@ def _topic_growth(fr: dict[str, pd.DataFrame], s: Settings) -> list[Verdict]:
     return out
 
 
+def is_client_bound(value: Any) -> bool:
+    """A step's ``client_bound`` metric as read back from a frame (bool, numpy bool or NaN)."""
+    return str(value) == "True"  # True and numpy.True_ alike; False, None and NaN are not
+
+
 def _no_broker(step_id: str, broker: str) -> str:
     prefix = broker + "-"
     return step_id[len(prefix) :] if step_id.startswith(prefix) else step_id
@@ -511,14 +519,20 @@ def _send_frequency(fr: dict[str, pd.DataFrame], s: Settings) -> list[Verdict]:
     figs: list[Figure] = []
     for broker, df in fr.items():
         mine = df[[m in common_modes for m in _mode_keys(df)]]
-        vals, details = [], []
+        vals, details, bound = [], [], []
         for _, rep in _repetitions(mine):
             tps = _col(rep, "publish_tps")
             if tps.notna().any():
                 i = tps.idxmax()
                 vals.append(float(tps[i]))
                 details.append(_no_broker(str(rep.loc[i, "step_id"]), broker))
-        figs.append(Figure(broker, vals, "; ".join(sorted(set(details))), _problems(mine)))
+                if is_client_bound(rep.loc[i].get("client_bound")):
+                    bound.append(
+                        f"{rep.loc[i, 'step_id']} client-bound (our workers took the CPU the "
+                        "broker needed: a floor, not the broker's limit)"
+                    )
+        problems = _problems(mine) + bound
+        figs.append(Figure(broker, vals, "; ".join(sorted(set(details))), problems))
     out = [
         decide(
             "highest achieved publish TPS (send modes both brokers have)",

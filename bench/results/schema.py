@@ -193,6 +193,9 @@ COMMON_METRICS: dict[str, MetricType] = {
     "publish_intended_latency_us": "latency",
     "e2e_latency_us": "latency",
     "broker_cpu_pct": "number",
+    "client_cpu_pct": "number",
+    "host_cpu_pct": "number",
+    "client_bound": "bool",
     "broker_rss_bytes": "number",
     "broker_threads": "number",
     "broker_open_files": "number",
@@ -201,7 +204,9 @@ COMMON_METRICS: dict[str, MetricType] = {
     "gc_pause_ms": "number",
     "broker_messages_in": "int",
 }
-"""Metrics any step may carry. ``broker_cpu_pct`` is the window's mean (100 = one core);
+"""Metrics any step may carry. ``broker_cpu_pct`` and ``client_cpu_pct`` (our worker
+processes) are the window's means (100 = one core), ``host_cpu_pct`` too (100 = every core);
+``client_bound`` says the host was CPU-saturated with a large share going to our workers;
 ``broker_rss_bytes``, ``broker_threads``, ``broker_open_files`` are the window's maxima."""
 
 KIND_METRICS: dict[str, dict[str, MetricType]] = {

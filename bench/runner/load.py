@@ -76,6 +76,7 @@ def run_load(
     errors = 0
     try:
         pool.start(plan.specs(), timeout_s=start_timeout_s)
+        meter.watch_workers(pool.pids())
         started = time.monotonic()
         deadline = started + duration_s
         while True:

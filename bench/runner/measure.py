@@ -19,6 +19,28 @@ from bench.metrics.intervals import IntervalStats, merge
 from bench.metrics.resources import ResourceSampler, gc_pause_ms
 from bench.runner.worker import H_E2E, H_PUBLISH, H_PUBLISH_INTENDED, WARMUP_COUNTER
 
+WORKER_PREFIX = "worker/"
+HOST_SATURATED_PCT = 90.0
+CLIENT_SHARE = 1 / 3
+
+
+def client_bound(
+    host_cpu_pct: float | None, client_cpu_pct: float | None, broker_cpu_pct: float | None
+) -> bool | None:
+    """Whether a step's throughput says more about our load generator than about the broker.
+
+    True when the machine's CPU was saturated (at least :data:`HOST_SATURATED_PCT` % of all
+    cores busy, on average over the window) and our worker processes used at least
+    :data:`CLIENT_SHARE` of what they and the broker used together: the broker was then
+    starved of CPU the client took. ``bench calibrate`` measured why this happens on small
+    machines (the Python clients spend 5-10x the Java tools' CPU per message). None when the
+    figures are missing.
+    """
+    if host_cpu_pct is None or client_cpu_pct is None or broker_cpu_pct is None:
+        return None
+    used = client_cpu_pct + broker_cpu_pct
+    return host_cpu_pct >= HOST_SATURATED_PCT and used > 0 and client_cpu_pct / used >= CLIENT_SHARE
+
 
 def latency(h: Any) -> dict[str, Any]:
     """A latency summary with the keys the results schema wants (microseconds)."""
@@ -54,6 +76,12 @@ class StepMeter:
         self.sampler.start()
         self.gc_logs = list(gc_logs)
         self._gc_start_ms = sum(gc_pause_ms(p) for p in self.gc_logs if p.is_file())
+
+    def watch_workers(self, pids: dict[str, int]) -> None:
+        """Sample the load generator's worker processes too (as ``worker/<id>``)."""
+        if self.sampler is not None:
+            for worker_id, pid in pids.items():
+                self.sampler.watch(WORKER_PREFIX + worker_id, pid)
 
     def stop_resources(self) -> list[dict[str, Any]]:
         return self.sampler.stop() if self.sampler else []
@@ -150,8 +178,9 @@ class StepMeter:
     def resource_metrics(
         self, rows: list[dict[str, Any]], window: dict[str, float], broker_names: Iterable[str]
     ) -> dict[str, Any]:
-        """Broker CPU (mean), RSS/threads/open files (max), host network and disk (mean),
-        and the JVMs' GC pause time during the step."""
+        """Broker CPU (mean), RSS/threads/open files (max), host network, disk and CPU (mean),
+        our workers' CPU (mean), whether the step was client-bound (:func:`client_bound`), and
+        the JVMs' GC pause time during the step."""
         names = set(broker_names)
         lo, hi = window["start"] * 1e9, window["end"] * 1e9
         inside = [r for r in rows if lo <= r["ts_ns"] <= hi] or rows
@@ -169,9 +198,20 @@ class StepMeter:
         cpu_by_ts: dict[int, float] = {}
         for r in procs:
             cpu_by_ts[r["ts_ns"]] = cpu_by_ts.get(r["ts_ns"], 0.0) + (r["cpu_percent"] or 0.0)
+        client_by_ts: dict[int, float] = {}
+        for r in inside:
+            if r.get("kind") == "process" and str(r.get("name", "")).startswith(WORKER_PREFIX):
+                ts = r["ts_ns"]
+                client_by_ts[ts] = client_by_ts.get(ts, 0.0) + (r.get("cpu_percent") or 0.0)
+        broker_cpu = mean(list(cpu_by_ts.values()))
+        client_cpu = mean(list(client_by_ts.values()))
+        host_cpu = mean([r["cpu_percent"] for r in host if r.get("cpu_percent") is not None])
         gc_end = sum(gc_pause_ms(p) for p in self.gc_logs if p.is_file())
         return {
-            "broker_cpu_pct": mean(list(cpu_by_ts.values())),
+            "broker_cpu_pct": broker_cpu,
+            "client_cpu_pct": client_cpu,
+            "host_cpu_pct": host_cpu,
+            "client_bound": client_bound(host_cpu, client_cpu, broker_cpu),
             "broker_rss_bytes": max((r["rss_bytes"] for r in procs), default=None),
             "broker_threads": max((r["threads"] for r in procs), default=None),
             "broker_open_files": max((r["open_files"] for r in procs), default=None),

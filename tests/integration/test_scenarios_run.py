@@ -95,6 +95,9 @@ def test_topic_growth(quick_run: Run, broker: str) -> None:
         assert m["lookup_latency_us"]["count"] == 20 and m["lookup_timeouts"] == 0
         assert m["publish_tps"] > 100  # 200 msg/s offered on the active topics
         assert m["broker_cpu_pct"] is not None and m["broker_rss_bytes"] > 0
+        # Our own workers' CPU is measured beside the broker's, and whether it starved it.
+        assert m["client_cpu_pct"] > 0 and 0 < m["host_cpu_pct"] <= 100
+        assert isinstance(m["client_bound"], bool)
         assert_no_unexplained_loss(r)
 
 

@@ -64,6 +64,9 @@ class Spec:
     """Override a kind's scenario name (e.g. to test escaping)."""
     group_suffix: str = ""
     """Appended to topic-growth groups (e.g. a hostile topic name)."""
+    client_bound_from: dict[str, float] = field(default_factory=dict)
+    """broker -> offered rate from which its send-frequency steps are client-bound (the
+    ``client_bound`` metric is left out for brokers not named, as in runs made before it)."""
     tps_factor: float = 1.0
     """Scales every TPS figure (e.g. 0.8 for a synthetic 20% regression)."""
     t0: float = 1_795_000_000.0
@@ -264,6 +267,8 @@ class _Gen:
                 m.update(
                     {"send_mode": send, "connection_mode": conn, "saturated": achieved < 0.9 * rate}
                 )
+                if broker in self.spec.client_bound_from:
+                    m["client_bound"] = rate >= self.spec.client_bound_from[broker]
                 params = {
                     "phase": "sweep",
                     "send_mode": send,

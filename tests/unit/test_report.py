@@ -217,7 +217,10 @@ def test_errors_make_a_figure_undecidable(tmp_path: Path) -> None:
     run = make_run(tmp_path, Spec(send_errors_kinds=("send-frequency",), **SMALL))
     rec = recommend(load_run(run).steps)
     send = next(d for d in rec.dimensions if d.dimension == "send_frequency")
-    assert send.outcome == "undecided" and "steps with errors" in send.text
+    assert (
+        send.outcome == "undecided"
+        and "steps with errors or limited by the load generator" in send.text
+    )
 
 
 def test_names_from_files_are_escaped(tmp_path: Path) -> None:
@@ -273,3 +276,31 @@ def test_report_command(tmp_path: Path) -> None:
     result = CliRunner().invoke(report_cmd, [str(tmp_path), "-o", str(out)])
     assert result.exit_code != 0
     assert "run.json: missing" in str(result.exception)
+
+
+def test_client_bound_maximum_is_a_floor_not_a_decision(tmp_path: Path) -> None:
+    # Pulsar's curve flattens where our workers ran out of CPU; RocketMQ's where the broker did.
+    spec = Spec(client_bound_from={"pulsar": 30000, "rocketmq": 1e9}, **SMALL)
+    run = make_run(tmp_path, spec)
+    rec = recommend(load_run(run).steps)
+    send = next(d for d in rec.dimensions if d.dimension == "send_frequency")
+    assert send.outcome == "undecided"
+    assert "client-bound (our workers took the CPU the broker needed" in send.text
+    assert "Pulsar:" in send.text and "RocketMQ: " not in send.text.split("limited by")[1]
+    html = render([run], tmp_path / "r.html")
+    assert "limited by" in html and "our client" in html
+    table = html[html.index("Saturation and TPS limit") :]
+    rows = table[: table.index("</table>")]
+    assert rows.count("our client") == 1  # Pulsar's async curve
+    assert rows.count("<td>broker</td>") == 2  # RocketMQ's async and oneway curves
+
+
+def test_runs_without_the_client_bound_metric_still_decide(tmp_path: Path) -> None:
+    run = make_run(tmp_path, Spec(**SMALL))
+    send = next(
+        d for d in recommend(load_run(run).steps).dimensions if d.dimension == "send_frequency"
+    )
+    assert "client-bound" not in send.text
+    html = render([run], tmp_path / "r.html")
+    table = html[html.index("Saturation and TPS limit") :]
+    assert "our client" not in table[: table.index("</table>")]

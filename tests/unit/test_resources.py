@@ -16,6 +16,7 @@ import psutil
 import pytest
 
 from bench.metrics.resources import CpuMeter, ResourceSampler, gc_pause_ms
+from bench.runner.measure import StepMeter, client_bound
 
 
 @pytest.fixture
@@ -108,6 +109,15 @@ def test_host_row_counts_loopback_traffic() -> None:
     assert host["disk_write_bytes_per_s"] is None or host["disk_write_bytes_per_s"] >= 0
 
 
+def test_host_row_reports_cpu_busy_share_of_all_cores() -> None:
+    sampler = ResourceSampler({})
+    busy(0.5)
+    (host,) = sampler.sample()
+    # One thread spinning on an N-core host: at least a fraction of 1/N busy, never above 100.
+    assert host["cpu_percent"] is not None
+    assert 100.0 / (os.cpu_count() or 1) * 0.3 <= host["cpu_percent"] <= 100.0
+
+
 def test_background_thread_collects_rows_until_stopped() -> None:
     sampler = ResourceSampler({"self": os.getpid()}, interval_s=0.05)
     sampler.start()
@@ -158,10 +168,10 @@ def test_cpu_meter_separates_a_busy_group_from_an_idle_one(child: subprocess.Pop
     busy_cores = cpu.cores("busy", t0, t1)
     idle_cores = cpu.cores("idle", t0, t1)
     assert busy_cores is not None and idle_cores is not None
-    # The spinning thread keeps about one core busy; the sleeping child about none. The bounds
-    # are wide: this machine is shared and the readings are 50 ms apart.
-    assert busy_cores > 0.3
-    assert idle_cores < 0.1
+    # The spinning thread keeps up to a core busy (less on a loaded machine), the sleeping child
+    # next to none: compared with each other, not with a wall-clock expectation.
+    assert busy_cores > 0.05
+    assert idle_cores < busy_cores / 3
     assert cpu.cores("gone", t0, t1) is None
     assert cpu.cores("nobody", t0, t1) is None
 
@@ -181,7 +191,7 @@ def test_cpu_meter_keeps_the_last_reading_of_a_process_that_exits() -> None:
         time.sleep(0.3)
         t1 = time.monotonic()
     cores = cpu.cores("spin", t0, t1)
-    assert cores is not None and cores > 0.2
+    assert cores is not None and cores > 0  # readings before the exit still count
 
 
 def test_cpu_meter_window_before_any_reading_is_unknown() -> None:
@@ -190,3 +200,68 @@ def test_cpu_meter_window_before_any_reading_is_unknown() -> None:
         cpu.watch("me", os.getpid())
         time.sleep(0.15)
     assert cpu.cores("me", t0 - 1.0, t0) is None
+
+
+@pytest.mark.parametrize(
+    ("host", "client", "broker", "expected"),
+    [
+        (95.0, 110.0, 80.0, True),  # saturated, our workers took more than the broker
+        (95.0, 60.0, 120.0, True),  # saturated, workers a third of what was used
+        (95.0, 20.0, 170.0, False),  # saturated by the broker: the broker's limit
+        (60.0, 110.0, 10.0, False),  # not saturated: nobody was starved
+        (None, 110.0, 80.0, None),
+        (95.0, None, 80.0, None),
+    ],
+)
+def test_client_bound_rule(
+    host: float | None, client: float | None, broker: float | None, expected: bool | None
+) -> None:
+    assert client_bound(host, client, broker) is expected
+
+
+def test_step_resources_split_broker_and_worker_cpu() -> None:
+    meter = StepMeter("s", "step", "pulsar", warmup_s=0)
+    rows = (
+        [
+            {
+                "kind": "process",
+                "ts_ns": t,
+                "name": "pulsar/standalone",
+                "alive": True,
+                "cpu_percent": 80.0,
+                "rss_bytes": 1,
+                "threads": 1,
+                "open_files": 1,
+            }
+            for t in (1_000_000_000, 2_000_000_000)
+        ]
+        + [
+            {
+                "kind": "process",
+                "ts_ns": t,
+                "name": f"worker/w{i}",
+                "alive": True,
+                "cpu_percent": 55.0,
+                "rss_bytes": 1,
+                "threads": 1,
+                "open_files": 1,
+            }
+            for t in (1_000_000_000, 2_000_000_000)
+            for i in range(2)
+        ]
+        + [
+            {
+                "kind": "host",
+                "ts_ns": t,
+                "net_bytes_per_s": 0.0,
+                "disk_write_bytes_per_s": 0.0,
+                "cpu_percent": 96.0,
+            }
+            for t in (1_000_000_000, 2_000_000_000)
+        ]
+    )
+    m = meter.resource_metrics(rows, {"start": 0.5, "end": 2.5}, ["pulsar/standalone"])
+    assert m["broker_cpu_pct"] == pytest.approx(80.0)
+    assert m["client_cpu_pct"] == pytest.approx(110.0)
+    assert m["host_cpu_pct"] == pytest.approx(96.0)
+    assert m["client_bound"] is True
