@@ -372,42 +372,6 @@ def _ratio(bench: float | None, native: float | None) -> float | None:
     return bench / native
 
 
-def calibrate_broker(
-    broker: Broker,
-    ep: Endpoints,
-    *,
-    size: int,
-    seconds: float,
-    warmup: float,
-    workers: int,
-    max_in_flight: int,
-    work: Path,
-    progress: Callable[[str], None],
-    rounds: int = 1,
-    broker_pids: dict[str, int] | None = None,
-) -> list[CalibrationRow]:
-    """Native tool, then our driver (and, for RocketMQ, its other paths), ``rounds`` times
-    interleaved; one row per path with the medians (a shared machine's load drifts, so the two
-    sides are measured alternately rather than one long run each). With ``broker_pids``, the
-    broker's CPU per message is metered beside the clients'."""
-    with CpuMeter() as cpu:
-        for pid in (broker_pids or {}).values():
-            cpu.watch(BROKER, pid)
-        return _calibrate_rounds(
-            broker,
-            ep,
-            size=size,
-            seconds=seconds,
-            warmup=warmup,
-            workers=workers,
-            max_in_flight=max_in_flight,
-            work=work,
-            progress=progress,
-            rounds=rounds,
-            cpu=cpu,
-        )
-
-
 def _per_message_us(
     cpu: CpuMeter, group: str, window: tuple[float, float], rate: float | None
 ) -> float | None:
@@ -422,7 +386,7 @@ def _median(values: Sequence[float | None]) -> float | None:
     return statistics.median(known) if known else None
 
 
-def _calibrate_rounds(
+def calibrate_broker(
     broker: Broker,
     ep: Endpoints,
     *,
@@ -436,6 +400,10 @@ def _calibrate_rounds(
     rounds: int,
     cpu: CpuMeter,
 ) -> list[CalibrationRow]:
+    """Native tool, then our driver (and, for RocketMQ, its other paths), ``rounds`` times
+    interleaved; one row per path with the medians (a shared machine's load drifts, so the two
+    sides are measured alternately rather than one long run each). ``cpu`` meters the clients
+    as they start, beside whatever broker processes it already watches."""
     tag = uuid.uuid4().hex[:6]
     with open_driver(broker, ep, path="direct" if broker == "pulsar" else "proxy") as admin:
         topics = [f"calibrate-{tag}-{k}" for k in ("native", "bench", "direct", "oneway")]
@@ -667,9 +635,14 @@ def calibrate_cmd(
             raise BenchError(f"calibration ratio below {min_ratio}: {what}")
 
 
-def _broker_pids(infra: Infra, broker: Broker) -> dict[str, int]:
-    """Every live process of ``broker`` (broker, name server, proxy...) in ``infra``."""
-    return {n: pid for n, pid in infra.pids().items() if n.split("/", 1)[0] == broker}
+def _metered(broker: Broker, infra: Infra, kwargs: dict[str, Any]) -> list[CalibrationRow]:
+    """:func:`calibrate_broker` with every live process of ``broker`` in ``infra`` (broker,
+    name server, proxy...) metered as the broker side."""
+    with CpuMeter() as cpu:
+        for name, pid in infra.pids().items():
+            if name.split("/", 1)[0] == broker:
+                cpu.watch(BROKER, pid)
+        return calibrate_broker(broker, infra.endpoints(broker), cpu=cpu, **kwargs)
 
 
 def _work_root() -> Path:
@@ -703,17 +676,12 @@ def _calibrate_one(
         "progress": progress,
     }
     if infra_dir is not None:
-        infra = Infra(infra_dir)
-        return calibrate_broker(
-            broker, infra.endpoints(broker), broker_pids=_broker_pids(infra, broker), **kwargs
-        )
+        return _metered(broker, Infra(infra_dir), kwargs)
     infra = Infra(work / "infra" / broker)
     progress(f"starting {broker} (port offset {port_offset}) in {infra.root}")
     try:
         infra.up(InfraSettings(brokers=(broker,), port_offset=port_offset), progress=progress)
-        return calibrate_broker(
-            broker, infra.endpoints(broker), broker_pids=_broker_pids(infra, broker), **kwargs
-        )
+        return _metered(broker, infra, kwargs)
     finally:
         progress(f"stopping {broker}")
         try:
