@@ -15,7 +15,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -88,7 +88,7 @@ def infra_settings_for(scenario: Scenario, step: Step, port_offset: int) -> Infr
         and scenario.kind == "kill-9-recovery"
         and params.get("path") == "proxy"
     )
-    return InfraSettings(
+    settings = InfraSettings(
         brokers=(step.broker,),
         topology=scenario.topology,
         proxy=proxy,
@@ -96,6 +96,8 @@ def infra_settings_for(scenario: Scenario, step: Step, port_offset: int) -> Infr
         pulsar_session_timeout_ms=int(params.get("pulsar_session_timeout_ms", 30000)),
         rocketmq_route_refresh_s=int(params.get("rocketmq_route_refresh_s", 20)),
     )
+    heap = scenario.profile(step.profile).broker_heap_mb
+    return replace(settings, heap_mb=heap) if heap else settings
 
 
 class BrokerSession:

@@ -4,6 +4,7 @@ and turning a :class:`StepMeter` into a written step record."""
 from __future__ import annotations
 
 import re
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench.drivers.base import Driver, open_driver
+from bench.errors import BrokerUnavailable
 from bench.metrics import histograms
 from bench.runner.measure import StepMeter, latency
 from bench.runner.record import step_record
@@ -39,26 +41,59 @@ class Creation:
     seconds: float
     hist: Any
     first_error: str | None = None
+    stopped_early: str | None = None
+    """Why creation ended before the last name (broker gone, too many failures in a row, the
+    run interrupted); None when every name was tried."""
 
     @property
     def rate_per_s(self) -> float:
         return self.created / self.seconds if self.seconds > 0 else 0.0
 
 
-def create_topics(driver: Driver, names: Sequence[str], concurrency: int) -> Creation:
-    """Create ``names``; failures are counted, not raised."""
+MAX_CONSECUTIVE_CREATE_ERRORS = 200
+
+
+def create_topics(
+    driver: Driver,
+    names: Sequence[str],
+    concurrency: int,
+    stop: threading.Event | None = None,
+) -> Creation:
+    """Create ``names``; failures are counted, not raised.
+
+    Creation ends early, saying why in ``stopped_early``, when the broker stops answering
+    (BrokerUnavailable), after :data:`MAX_CONSECUTIVE_CREATE_ERRORS` failures in a row (a broker
+    that refuses everything), or once ``stop`` is set (the step is being abandoned)."""
     hist = histograms.new_histogram()
-    created = errors = 0
-    first_error = None
+    created = errors = in_a_row = 0
+    first_error = stopped = None
     started = time.monotonic()
-    for res in driver.create_topics(list(names), concurrency=concurrency):
-        if res.ok:
-            created += 1
-            histograms.record(hist, max(1, int(res.latency_us)))
-        else:
-            errors += 1
-            first_error = first_error or str(res.error)
-    return Creation(created, errors, time.monotonic() - started, hist, first_error)
+    results = driver.create_topics(list(names), concurrency=concurrency)
+    try:
+        for res in results:
+            if res.ok:
+                created += 1
+                in_a_row = 0
+                histograms.record(hist, max(1, int(res.latency_us)))
+            else:
+                errors += 1
+                in_a_row += 1
+                first_error = first_error or str(res.error)
+            if stop is not None and stop.is_set():
+                stopped = f"stopped after {created + errors} of {len(names)}: step abandoned"
+                break
+            if in_a_row >= MAX_CONSECUTIVE_CREATE_ERRORS:
+                stopped = f"gave up after {in_a_row} failures in a row, last: {res.error}"
+                break
+    except BrokerUnavailable as exc:
+        errors += 1
+        first_error = first_error or str(exc)
+        stopped = f"the broker stopped answering: {exc}"
+    finally:
+        close = getattr(results, "close", None)
+        if close is not None:
+            close()
+    return Creation(created, errors, time.monotonic() - started, hist, first_error, stopped)
 
 
 def base_spec(ctx: StepContext, topics: Sequence[str], **kw: Any) -> LoadSpec:

@@ -36,6 +36,11 @@ if TYPE_CHECKING:
 
 # Topics created so far per (run id, group): later steps of the group add to them.
 _created: dict[tuple[str, str], int] = {}
+# Groups whose topic creation broke off: (run id, group) -> why. Their later steps are skipped
+# (a broker brought up fresh has none of the group's topics).
+_broken: dict[tuple[str, str], str] = {}
+CREATE_JOIN_S = 3600.0
+"""How long a step waits, after its load, for its topic creation and lookups to finish."""
 
 
 def _lookups(driver: Driver, names: list[str], sample: int, timeout_s: float) -> dict[str, Any]:
@@ -58,6 +63,16 @@ def _lookups(driver: Driver, names: list[str], sample: int, timeout_s: float) ->
 
 
 def run_step(ctx: StepContext) -> dict[str, Any]:
+    try:
+        return _run_step(ctx)
+    except Exception as exc:
+        # A step that failed outright (the broker died under load...) leaves the group's topic
+        # count unknown: its later steps are not run on a broker that may have none of them.
+        _broken.setdefault((ctx.run_id, ctx.step.group), f"an earlier step failed: {exc}")
+        raise
+
+
+def _run_step(ctx: StepContext) -> dict[str, Any]:
     step = ctx.step
     prof = cast(TopicGrowthProfile, ctx.scenario.profile(step.profile))
     p = step.params
@@ -65,6 +80,15 @@ def run_step(ctx: StepContext) -> dict[str, Any]:
     count = int(p["topic_count"])
     bundles = p.get("pulsar_bundles")
     key = (ctx.run_id, step.group)
+    if key in _broken:
+        return step_record(
+            ctx,
+            started_at=started,
+            metrics={"topic_count": count},
+            window={"start": started, "end": started},
+            status="skipped",
+            error=f"not run: {_broken[key]}",
+        )
     have = _created.get(key, 0)
     prefix = f"tg{bundles}" if bundles else "tg"
     names = topic_names(ctx, prefix, count)
@@ -88,13 +112,21 @@ def run_step(ctx: StepContext) -> dict[str, Any]:
 
         creation: dict[str, Creation] = {}
         lookups: dict[str, Any] = {}
+        abandon = threading.Event()
+        crashed: list[BaseException] = []
 
         def create_and_look_up() -> None:
-            if prof.mode == "autocreate":
-                creation["c"] = _autocreate(driver, new, prof.lookup_timeout_s)
-            else:
-                creation["c"] = create_topics(driver, new, prof.create_concurrency)
-            lookups.update(_lookups(driver, names, prof.lookup_sample, prof.lookup_timeout_s))
+            try:
+                if prof.mode == "autocreate":
+                    creation["c"] = _autocreate(driver, new, prof.lookup_timeout_s)
+                else:
+                    creation["c"] = create_topics(driver, new, prof.create_concurrency, abandon)
+                if not abandon.is_set() and not creation["c"].stopped_early:
+                    lookups.update(
+                        _lookups(driver, names, prof.lookup_sample, prof.lookup_timeout_s)
+                    )
+            except Exception as exc:  # in a thread: handed to the step, never lost on stderr
+                crashed.append(exc)
 
         meter = start_meter(ctx, prof.warmup_s)
         spec = base_spec(
@@ -106,7 +138,7 @@ def run_step(ctx: StepContext) -> dict[str, Any]:
             producers_per_topic=1,
         )
         if prof.mode == "create_under_load":
-            worker = threading.Thread(target=create_and_look_up, name="topic-create")
+            worker = threading.Thread(target=create_and_look_up, name="topic-create", daemon=True)
             started_creating = {"t": 0.0}
 
             def on_tick(elapsed: float, pool: Any) -> None:
@@ -114,42 +146,57 @@ def run_step(ctx: StepContext) -> dict[str, Any]:
                     started_creating["t"] = elapsed
                     worker.start()
 
-            result = run_load(
-                LoadPlan(spec, active),
-                meter,
-                prof.duration_s,
-                on_tick=on_tick,
-                progress_tick=ctx.progress.tick,
-            )
-            if worker.is_alive() or not started_creating["t"]:
+            try:
+                result = run_load(
+                    LoadPlan(spec, active),
+                    meter,
+                    prof.duration_s,
+                    on_tick=on_tick,
+                    progress_tick=ctx.progress.tick,
+                )
                 if not started_creating["t"]:
                     worker.start()
-                worker.join(timeout=3600)
+                worker.join(timeout=CREATE_JOIN_S)
+            finally:
+                # Interrupted or failed: the creator stops at its next topic, not 100,000 later.
+                abandon.set()
         else:
             create_and_look_up()
             result = run_load(
                 LoadPlan(spec, active), meter, prof.duration_s, progress_tick=ctx.progress.tick
             )
+    if crashed:
+        raise crashed[0]
+    if "c" not in creation:
+        raise DriverError(f"topic creation did not finish within {CREATE_JOIN_S:.0f} s")
     c = creation["c"]
     _created[key] = _created.get(key, 0) + c.created
+    # Lookups run once creation finished; when it stopped early they were not measured.
+    looked = "hist" in lookups
     extra: dict[str, Any] = {
         "topic_count": count,
         "topics_created": _created[key],
         "create_latency_us": latency(c.hist),
         "create_rate_per_s": c.rate_per_s,
         "create_errors": c.errors,
-        "lookup_latency_us": latency(lookups["hist"]),
-        "lookup_timeouts": lookups["timeouts"],
-        "lookup_errors": lookups["errors"],
+        "lookup_latency_us": latency(lookups["hist"]) if looked else None,
+        "lookup_timeouts": lookups["timeouts"] if looked else None,
+        "lookup_errors": lookups["errors"] if looked else None,
         "pulsar_bundles": int(bundles) if bundles else None,
     }
     if c.errors:
         ctx.event("warning", detail=f"{c.errors} topic creations failed, first: {c.first_error}")
-    hists = {
-        "create_topic": histograms.encode(c.hist),
-        "lookup": histograms.encode(lookups["hist"]),
-    }
-    status = "errors" if c.errors or lookups["timeouts"] else None
+    hists = {"create_topic": histograms.encode(c.hist)}
+    if looked:
+        hists["lookup"] = histograms.encode(lookups["hist"])
+    status: str | None = "errors" if c.errors or (looked and lookups["timeouts"]) else None
+    error = None
+    if c.stopped_early:
+        # Where and how the broker broke is the finding: the step says so, the run goes on.
+        status = "failed"
+        error = f"topic creation stopped at {_created[key]:,} of {count:,} topics: "
+        error += c.stopped_early
+        _broken[key] = error
     return finish(
         ctx,
         meter,
@@ -161,6 +208,7 @@ def run_step(ctx: StepContext) -> dict[str, Any]:
         loss=loss_totals(result.ledgers),
         extra_histograms=hists,
         status=status,
+        error=error,
     )
 
 

@@ -108,6 +108,10 @@ class ProfileBase(_Strict):
 
     warmup_s: NonNegativeFloat
     message_size: MessageSize
+    broker_heap_mb: Annotated[int, Field(ge=256, le=65536)] | None = None
+    """JVM heap of the broker processes for this profile (default: infra's, 768 MiB, 1 GiB for
+    the Pulsar standalone). A broker that runs out of heap is a finding about the heap it was
+    given: size it for the load (e.g. 100,000 topics)."""
 
 
 class _TimedProfile(ProfileBase):

@@ -488,8 +488,9 @@ MALFORMED = [
     pytest.param(
         edit(SF, "    producers: 1\n", "    producer: 1\n"),
         ":15: profiles.quick.producer: unknown key (did you mean 'producers'?); allowed keys: "
-        "warmup_s, message_size, duration_s, rates_per_s, ramp, send_modes, connection_modes, "
-        "producers, topics, batch_size_for_per_batch, max_in_flight (+1 more problem)",
+        "warmup_s, message_size, broker_heap_mb, duration_s, rates_per_s, ramp, send_modes, "
+        "connection_modes, producers, topics, batch_size_for_per_batch, max_in_flight "
+        "(+1 more problem)",
         id="unknown-profile-key-with-suggestion",
     ),
     pytest.param(
@@ -734,7 +735,8 @@ MALFORMED = [
     pytest.param(
         edit(TG, "    mode: precreate\n", "    mode: precreate\n    brokers: [pulsar]\n"),
         ":12: profiles.quick.brokers: unknown key; allowed keys: warmup_s, message_size, "
-        "duration_s, topic_counts, mode, create_concurrency, active_topics, rate_per_s, "
+        "broker_heap_mb, duration_s, topic_counts, mode, create_concurrency, active_topics, "
+        "rate_per_s, "
         "lookup_sample, lookup_timeout_s, pulsar_bundles; brokers is a top-level key",
         id="top-level-key-in-profile",
     ),
@@ -768,3 +770,24 @@ def test_the_test_bases_are_valid(tmp_path: Path, base: str) -> None:
     """Each malformed case is one edit from a valid base, so the error is that edit's."""
     scenario = load_scenario(write(tmp_path, base))
     assert expand_steps(scenario, "quick") and expand_steps(scenario, "full")
+
+
+def test_broker_heap_of_a_profile_reaches_the_infra_settings(tmp_path: Path) -> None:
+    from bench.runner.api import infra_settings_for
+
+    text = (SCENARIO_DIR / "topic-growth.yaml").read_text()
+    assert "broker_heap_mb" in text  # the full profile sizes the heap for 100,000 topics
+    scenario = load_scenario(write(tmp_path, text, "tg.yaml"))
+    full = expand_steps(scenario, "full")[0]
+    quick = expand_steps(scenario, "quick")[0]
+    assert infra_settings_for(scenario, full, 0).heap_mb == scenario.profile("full").broker_heap_mb
+    assert infra_settings_for(scenario, quick, 0).heap_mb == 768  # infra's default
+
+
+def test_broker_heap_below_what_a_broker_starts_with_is_refused(tmp_path: Path) -> None:
+    text = (SCENARIO_DIR / "topic-growth.yaml").read_text()
+    bad = text.replace(
+        "    mode: create_under_load\n", "    mode: create_under_load\n    broker_heap_mb: 64\n", 1
+    )
+    with pytest.raises(ConfigError, match=r"profiles\.quick\.broker_heap_mb: .*256"):
+        load_scenario(write(tmp_path, bad, "tg.yaml"))
