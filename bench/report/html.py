@@ -339,6 +339,21 @@ def _send_frequency(steps: pd.DataFrame, scenario: str, s: Settings) -> Section:
                 logx=True,
                 logy=True,
             ),
+            Panel(
+                "CPU (mean): the broker and our load generator",
+                "offered msg/s",
+                "% of one core",
+                _lines(d, x_of, "broker_cpu_pct", by_group=False, label_suffix=" broker")
+                + _lines(
+                    d,
+                    x_of,
+                    "client_cpu_pct",
+                    by_group=False,
+                    label_suffix=" our workers",
+                    style_offset=1,
+                ),
+                logx=True,
+            ),
         ]
         sec.charts.append(
             charts.render(
