@@ -22,6 +22,7 @@ from typing import Any
 
 from bench.errors import BenchError, BrokerUnavailable, ConfigError, RunInterrupted
 from bench.infra.artifacts import pinned_version
+from bench.infra.lock import InfraLock
 from bench.infra.manager import Infra
 from bench.infra.paths import default_infra_dir
 from bench.infra.topology import Broker, InfraSettings
@@ -231,23 +232,25 @@ def run_scenarios(
     progress.steps_total = total
     root = Path(infra_root) if infra_root else default_infra_dir() / "run"
     table = executors()
-    run = RunWriter.create(out_dir, run_metadata(pairs, profile, wanted))
-    progress.message(f"run {run.run_id}: {total} steps -> {run.run_dir}")
-    try:
-        with run, _sigterm_as_interrupt():
-            for scenario, broker, steps in plan:
-                session = BrokerSession(root / broker, run, progress)
-                try:
-                    for step in steps:
-                        _run_one(run, session, scenario, step, table, progress, port_offset)
-                finally:
-                    session.down()
-    except KeyboardInterrupt:
-        run.event("interrupted", detail={"steps_done": progress.steps_done})
-        raise RunInterrupted(
-            f"interrupted after {progress.steps_done}/{total} steps; the brokers were stopped "
-            f"and the finished steps are kept in {run.run_dir} (run marked partial)"
-        ) from None
+    # One run per infra directory, taken before the run directory: a refused run leaves none.
+    with InfraLock(root):
+        run = RunWriter.create(out_dir, run_metadata(pairs, profile, wanted))
+        progress.message(f"run {run.run_id}: {total} steps -> {run.run_dir}")
+        try:
+            with run, _sigterm_as_interrupt():
+                for scenario, broker, steps in plan:
+                    session = BrokerSession(root / broker, run, progress)
+                    try:
+                        for step in steps:
+                            _run_one(run, session, scenario, step, table, progress, port_offset)
+                    finally:
+                        session.down()
+        except KeyboardInterrupt:
+            run.event("interrupted", detail={"steps_done": progress.steps_done})
+            raise RunInterrupted(
+                f"interrupted after {progress.steps_done}/{total} steps; the brokers were "
+                f"stopped and the finished steps are kept in {run.run_dir} (run marked partial)"
+            ) from None
     return run.run_dir
 
 
