@@ -782,6 +782,15 @@ def test_broker_heap_of_a_profile_reaches_the_infra_settings(tmp_path: Path) -> 
     quick = expand_steps(scenario, "quick")[0]
     assert infra_settings_for(scenario, full, 0).heap_mb == scenario.profile("full").broker_heap_mb
     assert infra_settings_for(scenario, quick, 0).heap_mb == 768  # infra's default
+    # A bundle group is a broker of its own: a new bundle count means fresh settings.
+    by_bundles = {
+        s.params["pulsar_bundles"]: infra_settings_for(scenario, s, 0)
+        for s in expand_steps(scenario, "full")
+        if s.broker == "pulsar"
+    }
+    assert sorted(by_bundles) == [4, 64]
+    assert by_bundles[4].pulsar_bundles == 4 and by_bundles[64].pulsar_bundles == 64
+    assert by_bundles[4] != by_bundles[64]
 
 
 def test_broker_heap_below_what_a_broker_starts_with_is_refused(tmp_path: Path) -> None:
