@@ -27,7 +27,9 @@ CLIENT_SHARE = 1 / 3
 def client_bound(
     host_cpu_pct: float | None, client_cpu_pct: float | None, broker_cpu_pct: float | None
 ) -> bool | None:
-    """Whether a step's throughput says more about our load generator than about the broker.
+    """Whether a step's figures say as much about our load generator as about the broker: a
+    maximum throughput is then a floor of the broker's, and latencies include our workers'
+    queueing for CPU.
 
     True when the machine's CPU was saturated (at least :data:`HOST_SATURATED_PCT` % of all
     cores busy, on average over the window) and our worker processes used at least
