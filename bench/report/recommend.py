@@ -397,8 +397,22 @@ def _col(df: pd.DataFrame, *names: str) -> pd.Series:
     return pd.Series([math.nan] * len(df), index=df.index, dtype=float)
 
 
-def _problems(steps: pd.DataFrame, allow_errors: bool = False) -> list[str]:
+PUBLISH_SIDE_ERRORS = ("send_errors", "create_errors", "lookup_timeouts", "lookup_errors")
+
+
+def _problems(
+    steps: pd.DataFrame, allow_errors: bool = False, publish_side: bool = False
+) -> list[str]:
+    """Steps whose figures cannot be trusted: failed ones, and unless ``allow_errors`` those
+    that finished with errors. With ``publish_side`` (a figure from sends, creation or lookups
+    only) a step whose every publish-side error count is 0 is trusted: its "errors" can only be
+    the consumers' drain, which that figure does not use."""
     bad = steps[steps["status"].isin(["failed"] if allow_errors else ["failed", "errors"])]
+    if publish_side and len(bad):
+        clean = pd.Series(True, index=bad.index)
+        for col in PUBLISH_SIDE_ERRORS:
+            clean &= _col(bad, col).fillna(0) == 0
+        bad = bad[(bad["status"] == "failed") | ~clean]
     return [f"{r.step_id} {r.status}" for r in bad.itertuples()][:5]
 
 
@@ -428,7 +442,7 @@ def _knee_figure(df: pd.DataFrame, broker: str, s: Settings) -> Figure:
         if best is not None:
             values.append(best[0])
             details.append(best[1])
-    return Figure(broker, values, "; ".join(sorted(set(details))), _problems(df))
+    return Figure(broker, values, "; ".join(sorted(set(details))), _problems(df, publish_side=True))
 
 
 def _at_common_max(
@@ -463,13 +477,14 @@ def _figure_at_max(
     metric: str,
     label: str,
     allow_errors: bool = False,
+    publish_side: bool = False,
 ) -> tuple[Figure, Figure] | None:
     x_max, vals = _at_common_max(frames_, x_of, metric)
     a, b = frames_
     detail = f"at {label} {x_max:,.6g}" if x_max is not None else "no common point"
     return (
-        Figure(a, vals[a], detail, _problems(frames_[a], allow_errors)),
-        Figure(b, vals[b], detail, _problems(frames_[b], allow_errors)),
+        Figure(a, vals[a], detail, _problems(frames_[a], allow_errors, publish_side)),
+        Figure(b, vals[b], detail, _problems(frames_[b], allow_errors, publish_side)),
     )
 
 
@@ -496,7 +511,8 @@ def _topic_growth(fr: dict[str, pd.DataFrame], s: Settings) -> list[Verdict]:
             lambda v: f"{v:,.0f} topics/s",
         ),
     ):
-        figs = _figure_at_max(fr, _topic_x, metric, "topics")
+        # Publish TPS, lookups and creation: figures of the publish side only.
+        figs = _figure_at_max(fr, _topic_x, metric, "topics", publish_side=True)
         assert figs is not None
         out.append(decide(name, direction, *figs, s, fmt=fmt))  # type: ignore[arg-type]
     return out
@@ -531,7 +547,7 @@ def _send_frequency(fr: dict[str, pd.DataFrame], s: Settings) -> list[Verdict]:
                         f"{rep.loc[i, 'step_id']} client-bound (our workers took the CPU the "
                         "broker needed: a floor, not the broker's limit)"
                     )
-        problems = _problems(mine) + bound
+        problems = _problems(mine, publish_side=True) + bound
         figs.append(Figure(broker, vals, "; ".join(sorted(set(details))), problems))
     out = [
         decide(
@@ -566,7 +582,7 @@ def _send_frequency(fr: dict[str, pd.DataFrame], s: Settings) -> list[Verdict]:
                     broker,
                     [float(v) for v in _col(g, "publish_latency_us.p99").dropna()],
                     f"at {point}",
-                    _problems(g),
+                    _problems(g, publish_side=True),
                 )
             )
         out.append(

@@ -60,6 +60,8 @@ class Spec:
     send_errors_kinds: tuple[str, ...] = ()
     """Kinds whose steps finish with send errors (status ``errors``)."""
     failed_steps: tuple[str, ...] = ()
+    undrained_kinds: tuple[str, ...] = ()
+    """Kinds whose steps end ``errors`` only because the consumers' drain did not finish."""
     scenario_names: dict[str, str] = field(default_factory=dict)
     """Override a kind's scenario name (e.g. to test escaping)."""
     group_suffix: str = ""
@@ -119,6 +121,9 @@ class _Gen:
             status = "errors"
             metrics["send_errors"] = 17
             metrics["errors_by_kind"] = {"TimeoutException": 17}
+        if kind in self.spec.undrained_kinds and status == "ok":
+            status = "errors"
+            error = "the drain did not finish within 30 s: 'lost' is an upper bound"
         if step_id in self.spec.failed_steps:
             status, error = "failed", "synthetic failure: broker did not answer"
         start = self.t

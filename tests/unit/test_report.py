@@ -304,3 +304,19 @@ def test_runs_without_the_client_bound_metric_still_decide(tmp_path: Path) -> No
     html = render([run], tmp_path / "r.html")
     table = html[html.index("Saturation and TPS limit") :]
     assert "our client" not in table[: table.index("</table>")]
+
+
+def test_an_unfinished_drain_does_not_void_publish_side_figures(tmp_path: Path) -> None:
+    # Consumers that cannot keep up leave the publish TPS, lookups and creation figures intact.
+    run = make_run(tmp_path, Spec(undrained_kinds=("topic-growth", "send-frequency"), **SMALL))
+    dims = {d.dimension: d for d in recommend(load_run(run).steps).dimensions}
+    for name in ("topic_growth", "send_frequency"):
+        assert dims[name].outcome != "undecided", dims[name].text
+        assert "steps with errors" not in dims[name].text
+
+
+def test_send_errors_still_void_publish_side_figures(tmp_path: Path) -> None:
+    spec = Spec(undrained_kinds=("topic-growth",), send_errors_kinds=("topic-growth",), **SMALL)
+    dims = {d.dimension: d for d in recommend(load_run(make_run(tmp_path, spec)).steps).dimensions}
+    assert dims["topic_growth"].outcome == "undecided"
+    assert "steps with errors" in dims["topic_growth"].text
