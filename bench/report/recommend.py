@@ -514,6 +514,16 @@ def _topic_growth(fr: dict[str, pd.DataFrame], s: Settings) -> list[Verdict]:
         # Publish TPS, lookups and creation: figures of the publish side only.
         figs = _figure_at_max(fr, _topic_x, metric, "topics", publish_side=True)
         assert figs is not None
+        if metric == "create_rate_per_s":
+            batches = {
+                b: sorted(set(_col(df, "create_batch_size").fillna(1))) for b, df in fr.items()
+            }
+            if len({tuple(v) for v in batches.values()}) > 1:
+                for f in figs:
+                    f.problems.append(
+                        f"created {'/'.join(f'{v:g}' for v in batches[f.broker])} topic(s) per "
+                        "request, the other broker otherwise: the rates are not comparable"
+                    )
         out.append(decide(name, direction, *figs, s, fmt=fmt))  # type: ignore[arg-type]
     return out
 

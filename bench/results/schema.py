@@ -220,6 +220,7 @@ KIND_METRICS: dict[str, dict[str, MetricType]] = {
         "lookup_timeouts": "int",
         "lookup_errors": "int",
         "pulsar_bundles": "int",
+        "create_batch_size": "int",
     },
     "send-frequency": {
         "send_mode": "str",

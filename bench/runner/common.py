@@ -28,8 +28,10 @@ def topic_names(ctx: StepContext, prefix: str, n: int) -> list[str]:
     return [f"{prefix}-{run}-{i:06d}" for i in range(n)]
 
 
-def open_step_driver(ctx: StepContext, path: str = "direct") -> Driver:
-    return open_driver(ctx.broker, ctx.infra.endpoints(ctx.broker), path=path)
+def open_step_driver(
+    ctx: StepContext, path: str = "direct", settings: dict[str, Any] | None = None
+) -> Driver:
+    return open_driver(ctx.broker, ctx.infra.endpoints(ctx.broker), path=path, settings=settings)
 
 
 @dataclass

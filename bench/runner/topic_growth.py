@@ -94,7 +94,9 @@ def _run_step(ctx: StepContext) -> dict[str, Any]:
     names = topic_names(ctx, prefix, count)
     new = names[have:]
     active = names[: prof.active_topics]
-    with open_step_driver(ctx) as driver:
+    batch = prof.rocketmq_create_batch if ctx.broker == "rocketmq" else 1
+    settings = {"create_batch_size": batch} if batch > 1 else None
+    with open_step_driver(ctx, settings=settings) as driver:
         if bundles:
             driver.set_namespace_bundles(int(bundles))
         if prof.mode == "autocreate" and ctx.broker == "rocketmq":
@@ -183,6 +185,7 @@ def _run_step(ctx: StepContext) -> dict[str, Any]:
         "lookup_timeouts": lookups["timeouts"] if looked else None,
         "lookup_errors": lookups["errors"] if looked else None,
         "pulsar_bundles": int(bundles) if bundles else None,
+        "create_batch_size": batch,
     }
     if c.errors:
         ctx.event("warning", detail=f"{c.errors} topic creations failed, first: {c.first_error}")

@@ -155,6 +155,11 @@ class TopicGrowthProfile(_TimedProfile):
     pulsar_bundles: list[PositiveInt] = Field(min_length=1)
     """Pulsar namespace bundle counts to sweep; each value is a fresh namespace. Unused by
     RocketMQ."""
+    rocketmq_create_batch: PositiveInt = 1
+    """Topics per RocketMQ creation request: 1 is one UPDATE_AND_CREATE_TOPIC per topic (what
+    ``mqadmin updateTopic`` sends; each rewrites the broker's whole topic table, so the rate
+    falls as topics accumulate), more uses UPDATE_AND_CREATE_TOPIC_LIST. Unused by Pulsar,
+    whose admin API creates one topic per request."""
 
     @field_validator("topic_counts")
     @classmethod
@@ -639,6 +644,8 @@ def _expand_topic_growth(p: TopicGrowthProfile, broker: str) -> Iterator[_Point]
         group = _ident(broker, *group_parts)
         for count in p.topic_counts:
             params = {**_fixed(p), "topic_count": count}
+            if broker != "rocketmq":
+                params.pop("rocketmq_create_batch", None)
             if bundles is not None:
                 params["pulsar_bundles"] = bundles
             yield _ident(broker, *group_parts, ("topics", count)), group, params

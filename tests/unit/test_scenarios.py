@@ -288,6 +288,7 @@ def test_topic_growth_expands_broker_outermost_with_bundles_for_pulsar_only(
         "message_size": 1024,
     }
     assert "pulsar_bundles" not in steps[-1].params
+    assert steps[-1].params["rocketmq_create_batch"] == 1  # one topic per request by default
     assert steps[0] == Step(
         scenario="tg",
         kind="topic-growth",
@@ -737,7 +738,8 @@ MALFORMED = [
         ":12: profiles.quick.brokers: unknown key; allowed keys: warmup_s, message_size, "
         "broker_heap_mb, duration_s, topic_counts, mode, create_concurrency, active_topics, "
         "rate_per_s, "
-        "lookup_sample, lookup_timeout_s, pulsar_bundles; brokers is a top-level key",
+        "lookup_sample, lookup_timeout_s, pulsar_bundles, rocketmq_create_batch; brokers is a "
+        "top-level key",
         id="top-level-key-in-profile",
     ),
     pytest.param(
