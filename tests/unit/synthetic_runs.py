@@ -60,6 +60,8 @@ class Spec:
     send_errors_kinds: tuple[str, ...] = ()
     """Kinds whose steps finish with send errors (status ``errors``)."""
     failed_steps: tuple[str, ...] = ()
+    create_batch: dict[str, int] = field(default_factory=dict)
+    """broker -> topics per creation request recorded on its topic-growth steps."""
     undrained_kinds: tuple[str, ...] = ()
     """Kinds whose steps end ``errors`` only because the consumers' drain did not finish."""
     scenario_names: dict[str, str] = field(default_factory=dict)
@@ -253,6 +255,8 @@ class _Gen:
                 if bundles:
                     m["pulsar_bundles"] = bundles
                     params["pulsar_bundles"] = bundles
+                if broker in self.spec.create_batch:
+                    m["create_batch_size"] = self.spec.create_batch[broker]
                 self.step("topic-growth", broker, f"{group}-topics={count}", group, params, m)
 
     def send_frequency(self, broker: str) -> None:

@@ -320,3 +320,21 @@ def test_send_errors_still_void_publish_side_figures(tmp_path: Path) -> None:
     dims = {d.dimension: d for d in recommend(load_run(make_run(tmp_path, spec)).steps).dimensions}
     assert dims["topic_growth"].outcome == "undecided"
     assert "steps with errors" in dims["topic_growth"].text
+
+
+@pytest.mark.parametrize(
+    ("batches", "comparable"),
+    [({"pulsar": 1, "rocketmq": 100}, False), ({"pulsar": 1, "rocketmq": 1}, True), ({}, True)],
+)
+def test_creation_rates_are_compared_only_at_the_same_batch_size(
+    tmp_path: Path, batches: dict[str, int], comparable: bool
+) -> None:
+    run = make_run(tmp_path, Spec(create_batch=batches, **SMALL))
+    dims = {d.dimension: d for d in recommend(load_run(run).steps).dimensions}
+    (creation,) = [v for v in dims["topic_growth"].verdicts if "topic-creation" in v.criterion]
+    if comparable:
+        assert creation.outcome != "undecided", creation.reason
+    else:
+        assert creation.outcome == "undecided"
+        assert "created 100 topic(s) per request" in creation.reason
+        assert "not comparable" in creation.reason
