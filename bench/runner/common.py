@@ -156,7 +156,7 @@ def finish(
             "upper bound, not a confirmed loss"
         )
         error = f"{error}; {note}" if error else note
-        status = "errors"
+        status = "failed" if status == "failed" else "errors"  # a failure stays one
     rows = meter.stop_resources()
     metrics, window = meter.metrics(offered_rate_per_s, phases)
     metrics.update(meter.resource_metrics(rows, window, broker_process_names(ctx)))
