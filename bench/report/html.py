@@ -179,7 +179,9 @@ def _topic_growth(steps: pd.DataFrame, scenario: str, s: Settings) -> Section:
     sec = Section("topic-growth", scenario, f"Topic growth: {scenario}")
 
     def x_of(d: pd.DataFrame) -> pd.Series:
-        return _num(d, "topic_count").fillna(_num(d, "params.topic_count"))
+        # The topics that existed: fewer than the step's target when creation broke off.
+        target = _num(d, "topic_count").fillna(_num(d, "params.topic_count"))
+        return _num(d, "topics_created").fillna(target)
 
     tps = _lines(steps, x_of, "publish_tps")
     marks: list[Mark] = []

@@ -397,7 +397,7 @@ def _col(df: pd.DataFrame, *names: str) -> pd.Series:
     return pd.Series([math.nan] * len(df), index=df.index, dtype=float)
 
 
-PUBLISH_SIDE_ERRORS = ("send_errors", "create_errors", "lookup_timeouts", "lookup_errors")
+PUBLISH_SIDE_ERRORS = ("send_errors", "lookup_timeouts", "lookup_errors")
 
 
 def _problems(
@@ -412,7 +412,14 @@ def _problems(
         clean = pd.Series(True, index=bad.index)
         for col in PUBLISH_SIDE_ERRORS:
             clean &= _col(bad, col).fillna(0) == 0
-        bad = bad[(bad["status"] == "failed") | ~clean]
+        # Creation that the broker broke off is a finding about the broker, measured up to
+        # where it stopped (its step's topics_created), not a failed measurement.
+        broke_off = (
+            bad["create_stopped"].notna()
+            if "create_stopped" in bad.columns
+            else pd.Series(False, index=bad.index)
+        )
+        bad = bad[((bad["status"] == "failed") & ~broke_off) | ~clean]
     return [f"{r.step_id} {r.status}" for r in bad.itertuples()][:5]
 
 
@@ -421,8 +428,9 @@ def _repetitions(df: pd.DataFrame) -> list[tuple[Any, pd.DataFrame]]:
 
 
 def _topic_x(df: pd.DataFrame) -> pd.Series:
-    x = _col(df, "topic_count")
-    return x.fillna(_col(df, "params.topic_count"))
+    """The topics that existed at each step (fewer than its target when creation broke off)."""
+    target = _col(df, "topic_count").fillna(_col(df, "params.topic_count"))
+    return _col(df, "topics_created").fillna(target)
 
 
 def _knee_figure(df: pd.DataFrame, broker: str, s: Settings) -> Figure:

@@ -221,6 +221,7 @@ KIND_METRICS: dict[str, dict[str, MetricType]] = {
         "lookup_errors": "int",
         "pulsar_bundles": "int",
         "create_batch_size": "int",
+        "create_stopped": "str",
     },
     "send-frequency": {
         "send_mode": "str",

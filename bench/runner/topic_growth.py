@@ -186,6 +186,7 @@ def _run_step(ctx: StepContext) -> dict[str, Any]:
         "lookup_errors": lookups["errors"] if looked else None,
         "pulsar_bundles": int(bundles) if bundles else None,
         "create_batch_size": batch,
+        "create_stopped": c.stopped_early,
     }
     if c.errors:
         ctx.event("warning", detail=f"{c.errors} topic creations failed, first: {c.first_error}")

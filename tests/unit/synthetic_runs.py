@@ -62,6 +62,8 @@ class Spec:
     failed_steps: tuple[str, ...] = ()
     create_batch: dict[str, int] = field(default_factory=dict)
     """broker -> topics per creation request recorded on its topic-growth steps."""
+    create_stops_at: dict[str, int] = field(default_factory=dict)
+    """broker -> topic count at which its broker refuses further topic creation."""
     undrained_kinds: tuple[str, ...] = ()
     """Kinds whose steps end ``errors`` only because the consumers' drain did not finish."""
     scenario_names: dict[str, str] = field(default_factory=dict)
@@ -126,6 +128,9 @@ class _Gen:
         if kind in self.spec.undrained_kinds and status == "ok":
             status = "errors"
             error = "the drain did not finish within 30 s: 'lost' is an upper bound"
+        if metrics.get("create_stopped"):
+            status = "failed"
+            error = f"topic creation stopped at {metrics['topics_created']:,} topics"
         if step_id in self.spec.failed_steps:
             status, error = "failed", "synthetic failure: broker did not answer"
         start = self.t
@@ -257,6 +262,11 @@ class _Gen:
                     params["pulsar_bundles"] = bundles
                 if broker in self.spec.create_batch:
                     m["create_batch_size"] = self.spec.create_batch[broker]
+                stop = self.spec.create_stops_at.get(broker)
+                if stop is not None and count > stop:
+                    m["topics_created"] = stop
+                    m["create_errors"] = 200
+                    m["create_stopped"] = "gave up after 200 failures in a row, last: code 2"
                 self.step("topic-growth", broker, f"{group}-topics={count}", group, params, m)
 
     def send_frequency(self, broker: str) -> None:

@@ -338,3 +338,19 @@ def test_creation_rates_are_compared_only_at_the_same_batch_size(
         assert creation.outcome == "undecided"
         assert "created 100 topic(s) per request" in creation.reason
         assert "not comparable" in creation.reason
+
+
+def test_a_broker_that_stops_creating_topics_is_measured_up_to_where_it_stopped(
+    tmp_path: Path,
+) -> None:
+    # RocketMQ refuses more topics at 30,000 (the synthetic Pulsar's TPS knee is at 20,000).
+    run = make_run(tmp_path, Spec(create_stops_at={"rocketmq": 30000}, **SMALL))
+    steps = load_run(run).steps
+    broke = steps[steps["create_stopped"].notna()]
+    assert list(broke["status"]) == ["failed"]
+    tg = next(d for d in recommend(steps).dimensions if d.dimension == "topic_growth")
+    knee = tg.verdicts[0]
+    assert knee.outcome != "undecided", knee.reason
+    assert knee.figures["rocketmq"].values == [30000.0]  # where it broke off, not its target
+    html = render([run], tmp_path / "r.html")
+    assert "topic creation stopped at 30,000 topics" in html
