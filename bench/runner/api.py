@@ -20,7 +20,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from bench.errors import BenchError, BrokerUnavailable, ConfigError, RunInterrupted
+from bench.errors import BenchError, ConfigError, RunInterrupted
 from bench.infra.artifacts import pinned_version
 from bench.infra.lock import InfraLock
 from bench.infra.manager import Infra
@@ -286,8 +286,7 @@ def _run_one(
         raise
     except BenchError as exc:
         # A broker that stopped answering fails this step; the next one starts it fresh.
-        if isinstance(exc, BrokerUnavailable):
-            session.healthy = False
+        session.healthy = False
         record = _failed_record(step, started, str(exc))
         run.event(
             "step_failed",
@@ -302,6 +301,10 @@ def _run_one(
         run.event(
             "step_failed", step_id=step.step_id, broker=step.broker, detail=traceback.format_exc()
         )
+    if record["status"] == "failed":
+        # Whatever failed it (a broker answering HTTP 500 after its second kill -9 and restart,
+        # measured), the next step gets a broker brought up fresh, not the same broken one.
+        session.healthy = False
     run.write_step(record)
     m = record.get("metrics") or {}
     summary = f"{record['status']}"
