@@ -25,6 +25,8 @@ messages over the measured window (warm-up excluded).
 from __future__ import annotations
 
 import json
+import multiprocessing
+import queue
 import re
 import shutil
 import statistics
@@ -365,6 +367,74 @@ def bench_rate(
     )
 
 
+def _bare_pulsar_loop(
+    service_url: str, topic: str, size: int, warmup: float, seconds: float, window: int, out: Any
+) -> None:
+    """In its own process: pulsar-client's cheapest async send loop (prebuilt payload, native
+    message builder, a callback that only counts) with nothing of ours around it; puts
+    (acknowledged/s, process CPU us per acknowledged message) on ``out``."""
+    import pulsar
+
+    client = pulsar.Client(service_url, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Error))
+    try:
+        producer = client.create_producer(
+            topic, batching_enabled=False, max_pending_messages=window, block_if_queue_full=True
+        )
+        raw, build = producer._producer, pulsar._pulsar.MessageBuilder
+        acked = [0]
+
+        def done(_res: object, _msg_id: object) -> None:
+            acked[0] += 1
+
+        payload = b"x" * size
+        warm_end = time.monotonic() + warmup
+        while time.monotonic() < warm_end:
+            raw.send_async(build().content(payload).build(), done)
+        a0, t0, c0 = acked[0], time.monotonic(), time.process_time()
+        while time.monotonic() < t0 + seconds:
+            raw.send_async(build().content(payload).build(), done)
+        a1, t1, c1 = acked[0], time.monotonic(), time.process_time()
+        producer.flush()
+        n = max(1, a1 - a0)
+        out.put(((a1 - a0) / (t1 - t0), (c1 - c0) * 1e6 / n))
+    finally:
+        client.close()
+
+
+def bare_pulsar(
+    ep: Endpoints, topic: str, size: int, seconds: float, warmup: float, window: int
+) -> tuple[float, float]:
+    """The Pulsar client library's own ceiling on this machine, from one process: what our
+    driver's rate would be if the suite's bookkeeping (ledger, histograms, window) cost
+    nothing. Returns (acknowledged/s, client CPU us per message)."""
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    proc = ctx.Process(
+        target=_bare_pulsar_loop,
+        args=(
+            ep.service_url,
+            f"persistent://public/default/{topic}",
+            size,
+            warmup,
+            seconds,
+            window,
+            out,
+        ),
+        daemon=True,
+    )
+    proc.start()
+    try:
+        rate, cpu_us = out.get(timeout=warmup + seconds + NATIVE_GRACE_S)
+    except queue.Empty:
+        raise BenchError("the bare pulsar-client loop reported nothing") from None
+    finally:
+        proc.join(30)
+        if proc.is_alive():
+            proc.kill()
+            proc.join(10)
+    return float(rate), float(cpu_us)
+
+
 # -- the command -----------------------------------------------------------------------------
 def _ratio(bench: float | None, native: float | None) -> float | None:
     if bench is None or not native:
@@ -399,6 +469,7 @@ def calibrate_broker(
     progress: Callable[[str], None],
     rounds: int,
     cpu: CpuMeter,
+    bare: bool = False,
 ) -> list[CalibrationRow]:
     """Native tool, then our driver (and, for RocketMQ, its other paths), ``rounds`` times
     interleaved; one row per path with the medians (a shared machine's load drifts, so the two
@@ -421,6 +492,7 @@ def calibrate_broker(
             ("direct", "oneway", topics[3], "ONEWAY over remoting; rate = broker-stored"),
         ]
     natives: list[float] = []
+    bares: list[tuple[float, float]] = []
     native_cpu: dict[str, list[float | None]] = {CLIENT_NATIVE: [], BROKER: []}
     got: dict[tuple[str, str], list[BenchRate]] = {(p, m): [] for p, m, _, _ in runs}
     for n in range(rounds):
@@ -455,8 +527,33 @@ def calibrate_broker(
                     cpu=cpu,
                 )
             )
+        if bare and broker == "pulsar":
+            progress(f"{broker}: round {n + 1}/{rounds}: bare pulsar-client loop, 1 process")
+            bares.append(bare_pulsar(ep, topics[1], size, seconds, warmup, max_in_flight))
     native_rate = statistics.median(natives)
     rows: list[CalibrationRow] = []
+    if bares:
+        bare_rate = statistics.median(r for r, _ in bares)
+        rows.append(
+            CalibrationRow(
+                broker=broker,
+                path="bare",
+                send_mode="async",
+                native_rate=native_rate,
+                bench_rate=bare_rate,
+                ratio=_ratio(bare_rate, native_rate),
+                message_size=size,
+                workers=1,
+                seconds=seconds,
+                native_tool=tool,
+                notes="pulsar-client alone (no ledger, histograms or window): the library's "
+                "own ceiling here",
+                rounds=rounds,
+                cpu_us_per_message={"bench_client": statistics.median(c for _, c in bares)},
+                native_rates=[round(x, 1) for x in natives],
+                bench_rates=[round(r, 1) for r, _ in bares],
+            )
+        )
     for path, mode, _, note in runs:
         results = got[(path, mode)]
         per_round = [g.broker_rate if mode == "oneway" else g.acked_rate for g in results]
@@ -579,6 +676,11 @@ def _format_table(rows: Sequence[CalibrationRow]) -> str:
     help="Alternate native and bench runs this many times; report the medians.",
 )
 @click.option(
+    "--bare",
+    is_flag=True,
+    help="Pulsar: also time pulsar-client's own send loop alone, the library's ceiling here.",
+)
+@click.option(
     "--min-ratio",
     type=click.FloatRange(0, 10),
     default=None,
@@ -595,6 +697,7 @@ def calibrate_cmd(
     infra_dir: Path | None,
     port_offset: int,
     rounds: int,
+    bare: bool,
     min_ratio: float | None,
 ) -> None:
     """Compare the native Java tools' maximum rate with our driver's, on the same broker."""
@@ -619,6 +722,7 @@ def calibrate_cmd(
                 work=work,
                 progress=progress,
                 rounds=rounds,
+                bare=bare,
             )
     finally:
         if infra_dir is None:
@@ -664,9 +768,11 @@ def _calibrate_one(
     work: Path,
     progress: Callable[[str], None],
     rounds: int,
+    bare: bool = False,
 ) -> list[CalibrationRow]:
     kwargs: dict[str, Any] = {
         "rounds": rounds,
+        "bare": bare,
         "size": size,
         "seconds": seconds,
         "warmup": warmup,

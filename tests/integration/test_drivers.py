@@ -229,13 +229,14 @@ def test_calibrate_json_end_to_end(infra: tuple[str, Infra]) -> None:
             "2",
             "--infra-dir",
             str(inf.root),
+            "--bare",  # Pulsar only: the client library's own loop; nothing for RocketMQ
         ],
     )
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
     assert isinstance(rows, list)
     expected = (
-        {("pulsar", "direct", "async")}
+        {("pulsar", "direct", "async"), ("pulsar", "bare", "async")}
         if broker == "pulsar"
         else {
             ("rocketmq", "proxy", "async"),
@@ -244,7 +245,11 @@ def test_calibrate_json_end_to_end(infra: tuple[str, Infra]) -> None:
         }
     )
     assert {(r["broker"], r["path"], r["send_mode"]) for r in rows} == expected
-    for row in rows:
+    for bare in [r for r in rows if r["path"] == "bare"]:
+        # One process of pulsar-client with nothing of ours: a rate and its CPU per message.
+        assert bare["bench_rate"] > 0 and bare["workers"] == 1
+        assert bare["cpu_us_per_message"]["bench_client"] > 0
+    for row in [r for r in rows if r["path"] != "bare"]:
         assert row["native_rate"] > 0 and row["bench_rate"] > 0
         assert row["ratio"] == pytest.approx(row["bench_rate"] / row["native_rate"], rel=0.01)
         assert row["message_size"] == 1024 and row["workers"] == 2
