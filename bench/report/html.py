@@ -31,6 +31,7 @@ from bench.report.recommend import (
     Settings,
     find_knee,
     find_saturation,
+    is_client_bound,
     recommend,
     title,
 )
@@ -116,10 +117,10 @@ def _limited_by(df: pd.DataFrame, x_of: Any, offered: float | None) -> str:
     client-bound, else "-" (nothing limited it), as without the figures."""
     x = x_of(df)
     rows = df if offered is None else df[x >= offered]
-    flags = [str(v) for v in _param(rows, "client_bound") if str(v) in ("True", "False")]
-    if "True" in flags:
+    values = [v for v in _param(rows, "client_bound") if str(v) in ("True", "False")]
+    if any(is_client_bound(v) for v in values):
         return "our client"
-    return "broker" if flags and offered is not None else "-"
+    return "broker" if values and offered is not None else "-"
 
 
 def _strip_broker(text: str, broker: str) -> str:

@@ -84,3 +84,16 @@ def step_record(
         window=window,
         loss=loss,
     )
+
+
+def skipped_record(ctx: StepContext, metrics: dict[str, Any], why: str) -> dict[str, Any]:
+    """A step not run (its group already saturated or broke off), saying why."""
+    now = time.time()
+    return step_record(
+        ctx,
+        started_at=now,
+        metrics=metrics,
+        window={"start": now, "end": now},
+        status="skipped",
+        error=why,
+    )

@@ -15,7 +15,7 @@ from bench.runner.common import (
     topic_names,
 )
 from bench.runner.load import LoadPlan, run_load
-from bench.runner.record import loss_totals, step_record
+from bench.runner.record import loss_totals, skipped_record, step_record
 from bench.scenarios.model import SendFrequencyProfile
 
 if TYPE_CHECKING:
@@ -33,13 +33,10 @@ def run_step(ctx: StepContext) -> dict[str, Any]:
     rate = float(p["rate_per_s"])
     key = (ctx.run_id, step.group)
     if p.get("phase") == "ramp" and key in _saturated:
-        return step_record(
+        return skipped_record(
             ctx,
-            started_at=started,
-            metrics={"offered_rate_per_s": rate},
-            window={"start": started, "end": started},
-            status="skipped",
-            error=f"ramp stopped: the broker saturated at {_saturated[key]:.0f} msg/s offered",
+            {"offered_rate_per_s": rate},
+            f"ramp stopped: the broker saturated at {_saturated[key]:.0f} msg/s offered",
         )
     send_mode, conn_mode = str(p["send_mode"]), str(p["connection_mode"])
     topics = topic_names(ctx, "sf", prof.topics)

@@ -28,7 +28,7 @@ from bench.runner.common import (
 )
 from bench.runner.load import LoadPlan, run_load
 from bench.runner.measure import latency
-from bench.runner.record import loss_totals, step_record
+from bench.runner.record import loss_totals, skipped_record, step_record
 from bench.scenarios.model import TopicGrowthProfile
 
 if TYPE_CHECKING:
@@ -81,14 +81,7 @@ def _run_step(ctx: StepContext) -> dict[str, Any]:
     bundles = p.get("pulsar_bundles")
     key = (ctx.run_id, step.group)
     if key in _broken:
-        return step_record(
-            ctx,
-            started_at=started,
-            metrics={"topic_count": count},
-            window={"start": started, "end": started},
-            status="skipped",
-            error=f"not run: {_broken[key]}",
-        )
+        return skipped_record(ctx, {"topic_count": count}, f"not run: {_broken[key]}")
     have = _created.get(key, 0)
     prefix = f"tg{bundles}" if bundles else "tg"
     names = topic_names(ctx, prefix, count)
