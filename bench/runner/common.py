@@ -28,6 +28,11 @@ def topic_names(ctx: StepContext, prefix: str, n: int) -> list[str]:
     return [f"{prefix}-{run}-{i:06d}" for i in range(n)]
 
 
+def step_payload_id(ctx: StepContext) -> str:
+    """The run id the step's payloads carry: the run's, plus the step's index."""
+    return f"{ctx.run_id}.{ctx.step.index}"
+
+
 def open_step_driver(
     ctx: StepContext, path: str = "direct", settings: dict[str, Any] | None = None
 ) -> Driver:
@@ -104,7 +109,10 @@ def base_spec(ctx: StepContext, topics: Sequence[str], **kw: Any) -> LoadSpec:
         "worker_id": "w0",
         "broker": ctx.broker,
         "endpoints": LoadSpec.endpoints_text(ctx.infra.endpoints(ctx.broker)),
-        "run_id": ctx.run_id,
+        # Scoped to the step: a message an earlier step sent to the same topics (a backlog, or
+        # a new RocketMQ group starting from the last stored message) counts as foreign, never
+        # as received, duplicated or in the end-to-end latency of this step.
+        "run_id": step_payload_id(ctx),
         "topics": tuple(topics),
         "message_size": ctx.message_size,
         # RocketMQ group names allow only [A-Za-z0-9_-%|]; Pulsar's are laxer.

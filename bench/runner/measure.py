@@ -159,6 +159,7 @@ class StepMeter:
             "sent": c.get("sent", 0),
             "acked": c.get("acked", 0),
             "received": c.get("received", 0),
+            "foreign_received": c.get("foreign", 0),
             "send_errors": c.get("send_errors", 0),
             "errors_by_kind": dict(merged.errors) if merged else {},
             "publish_latency_us": latency(
