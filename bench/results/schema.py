@@ -187,6 +187,7 @@ COMMON_METRICS: dict[str, MetricType] = {
     "sent": "int",
     "acked": "int",
     "received": "int",
+    "foreign_received": "int",
     "send_errors": "int",
     "errors_by_kind": "counts",
     "publish_latency_us": "latency",

@@ -342,3 +342,23 @@ def test_randomised_against_set_oracle() -> None:
             assert row.reordered == reordered
             assert row.lost > 0 and row.duplicated > 0 and row.reordered > 0
         assert report.lost == sum(p.lost for p in report.per_producer.values())
+
+
+def test_an_earlier_steps_messages_are_foreign_to_the_next_step() -> None:
+    # Topics outlive a step, and a new RocketMQ group may start at the last stored message:
+    # what step 0 sent must never fill a gap in step 1's ledger (that would hide a loss).
+    from types import SimpleNamespace
+
+    from bench.runner.common import step_payload_id
+
+    run_id = "20261124-061020-4c4b3e"
+    ids = [
+        step_payload_id(SimpleNamespace(run_id=run_id, step=SimpleNamespace(index=i)))
+        for i in (0, 1)
+    ]  # type: ignore[arg-type]
+    assert ids[0] != ids[1] and all(i.startswith(run_id) for i in ids)
+    ledger = ConsumerLedger(ids[1], "t", "s", "c")
+    assert not ledger.record(decode_payload(encode_payload(ids[0], "p0", 7, 1, 256)))
+    assert ledger.foreign == 1 and ledger.by_producer == {}
+    assert ledger.record(decode_payload(encode_payload(ids[1], "p0", 7, 1, 256)))
+    assert ledger.by_producer["p0"].duplicates == 0
