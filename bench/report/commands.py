@@ -52,14 +52,42 @@ class UncleanRun(BenchError):
     help="YAML/JSON file: weights per dimension (topic_growth, send_frequency, "
     "subscribe_frequency, recovery) and optional thresholds.",
 )
-def report_cmd(run_dirs: tuple[Path, ...], out: Path, weights: Path | None) -> None:
+@click.option(
+    "--exclude",
+    "excludes",
+    multiple=True,
+    metavar="RUN_ID:BROKER[:SCENARIO]",
+    help="Leave out that run's steps of BROKER (in SCENARIO only, if given), e.g. steps a "
+    "later run repeats after a fix. Repeatable; the report's warnings list what was left out.",
+)
+def report_cmd(
+    run_dirs: tuple[Path, ...], out: Path, weights: Path | None, excludes: tuple[str, ...]
+) -> None:
     """Render one self-contained HTML report from stored RUN_DIRS (repetitions pooled)."""
     from bench.report.html import render_report
     from bench.report.recommend import load_settings
 
     started = time.perf_counter()
-    path = render_report(run_dirs, out, load_settings(weights))
+    path = render_report(
+        run_dirs, out, load_settings(weights), exclude=[_parse_exclude(e) for e in excludes]
+    )
     click.echo(f"wrote {path} from {len(run_dirs)} run(s) in {time.perf_counter() - started:.1f} s")
+
+
+def _parse_exclude(text: str) -> tuple[str, str, str | None]:
+    from bench.results.schema import BROKERS
+
+    parts = text.split(":")
+    if len(parts) not in (2, 3) or not all(parts):
+        raise click.BadParameter(
+            f"{text!r}: expected RUN_ID:BROKER or RUN_ID:BROKER:SCENARIO", param_hint="--exclude"
+        )
+    if parts[1] not in BROKERS:
+        raise click.BadParameter(
+            f"{text!r}: unknown broker {parts[1]!r} (one of {', '.join(BROKERS)})",
+            param_hint="--exclude",
+        )
+    return parts[0], parts[1], parts[2] if len(parts) == 3 else None
 
 
 @click.command("compare")

@@ -452,6 +452,36 @@ class Run:
         return {str(k): str(v) for k, v in hists.items()}
 
 
+def without_steps(run: Run, broker: str, scenario: str | None = None) -> Run:
+    """``run`` without the steps (and their series, resources and events) of ``broker``, in
+    ``scenario`` or in every scenario; a warning in the result says what was left out."""
+
+    def keep(df: pd.DataFrame) -> pd.DataFrame:
+        if df.empty or "broker" not in df.columns:
+            return df
+        drop = df["broker"] == broker
+        if scenario is not None and "scenario" in df.columns:
+            drop &= df["scenario"] == scenario
+        return df[~drop].reset_index(drop=True)
+
+    records = [
+        r
+        for r in run.step_records
+        if not (r.get("broker") == broker and scenario in (None, r.get("scenario")))
+    ]
+    left_out = len(run.step_records) - len(records)
+    what = f"{broker}'s steps" + (f" of {scenario}" if scenario else "")
+    return dataclasses.replace(
+        run,
+        step_records=records,
+        steps=keep(run.steps),
+        series=keep(run.series),
+        resources=keep(run.resources),
+        events=keep(run.events),
+        warnings=[*run.warnings, f"{what} left out of this report ({left_out} steps, --exclude)"],
+    )
+
+
 def load_run(run_dir: str | Path) -> Run:
     """Read a run directory written by :class:`RunWriter`.
 

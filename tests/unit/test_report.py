@@ -278,6 +278,28 @@ def test_report_command(tmp_path: Path) -> None:
     assert "run.json: missing" in str(result.exception)
 
 
+def test_exclude_leaves_one_brokers_steps_of_a_run_out_and_says_so(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "runs", Spec(kinds=("subscribe-frequency",), **SMALL))
+    run_id = load_run(run).run_id
+    out = tmp_path / "r.html"
+    args = [str(run), "-o", str(out), "--exclude", f"{run_id}:rocketmq:subscribe-frequency"]
+    result = CliRunner().invoke(report_cmd, args)
+    assert result.exit_code == 0, result.output
+    html = out.read_text()
+    assert "rocketmq&#39;s steps of subscribe-frequency left out of this report" in html
+    kept = report_html.without_steps(load_run(run), "rocketmq")
+    assert set(kept.steps["broker"]) == {"pulsar"} and set(kept.series["broker"]) == {"pulsar"}
+    assert all(r["broker"] == "pulsar" for r in kept.step_records)
+    for bad, says in (
+        (f"{run_id}:kafka", "unknown broker 'kafka'"),
+        ("just-one-part", "expected RUN_ID:BROKER"),
+    ):
+        result = CliRunner().invoke(report_cmd, [str(run), "-o", str(out), "--exclude", bad])
+        assert result.exit_code == 2 and says in result.output, result.output
+    result = CliRunner().invoke(report_cmd, [str(run), "-o", str(out), "--exclude", "other:pulsar"])
+    assert result.exit_code != 0 and "not among RUN_DIRS" in str(result.exception)
+
+
 def test_client_bound_maximum_is_a_floor_not_a_decision(tmp_path: Path) -> None:
     # Pulsar's curve flattens where our workers ran out of CPU; RocketMQ's where the broker did.
     spec = Spec(client_bound_from={"pulsar": 30000, "rocketmq": 1e9}, **SMALL)
