@@ -36,7 +36,9 @@ def run_step(ctx: StepContext) -> dict[str, Any]:
         return skipped_record(
             ctx,
             {"offered_rate_per_s": rate},
-            f"ramp stopped: the broker saturated at {_saturated[key]:.0f} msg/s offered",
+            # Saturated says what was reached, not who limited it: client_bound on the step
+            # that saturated tells broker from client.
+            f"ramp stopped: saturated at {_saturated[key]:.0f} msg/s offered",
         )
     send_mode, conn_mode = str(p["send_mode"]), str(p["connection_mode"])
     topics = topic_names(ctx, "sf", prof.topics)
