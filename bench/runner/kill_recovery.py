@@ -185,7 +185,8 @@ def run_step(ctx: StepContext) -> dict[str, Any]:
     victims = ctx.infra.killable(ctx.broker)
     if not victims:
         raise DriverError(f"no {ctx.broker} broker process to kill in this infra")
-    topics = topic_names(ctx, f"k9r{p['repetition']}", prof.topics)
+    # Fresh topics for every step (see send_frequency): no earlier step's messages.
+    topics = topic_names(ctx, f"k9r{step.index}", prof.topics)
     driver = open_step_driver(ctx, path)
     state: dict[str, Any] = {"killed_at": None, "restarted_at": None, "restart_error": None}
     sup: Supervisor | None = None
@@ -194,7 +195,7 @@ def run_step(ctx: StepContext) -> dict[str, Any]:
         creation = create_topics(driver, topics, concurrency=8)
         if creation.errors:
             raise DriverError(f"could not create the topics: {creation.first_error}")
-        probe_topic, target = _probe_topic_on_victim(ctx, driver, victims, f"k9p{p['repetition']}")
+        probe_topic, target = _probe_topic_on_victim(ctx, driver, victims, f"k9p{step.index}")
         probe = Probe(driver, probe_topic, topics).start()
         meter = start_meter(ctx, prof.warmup_s)
         spec = base_spec(

@@ -41,7 +41,9 @@ def run_step(ctx: StepContext) -> dict[str, Any]:
             f"ramp stopped: saturated at {_saturated[key]:.0f} msg/s offered",
         )
     send_mode, conn_mode = str(p["send_mode"]), str(p["connection_mode"])
-    topics = topic_names(ctx, "sf", prof.topics)
+    # Fresh topics for every step: a new consumer group then has only this step's messages to
+    # read (RocketMQ starts a new group at offset 0 of a topic still in the page cache).
+    topics = topic_names(ctx, f"sf{step.index}", prof.topics)
     with open_step_driver(ctx) as driver:
         driver.check_send_mode(send_mode)
         creation = create_topics(driver, topics, concurrency=8)

@@ -34,7 +34,8 @@ def run_step(ctx: StepContext) -> dict[str, Any]:
     sweep = str(p["sweep"])
     fanout = int(p["fanout"])
     churn = float(p.get("churn_per_s") or 0.0)
-    topics = topic_names(ctx, "sub", prof.topics)
+    # Fresh topics for every step (see send_frequency): no earlier step's backlog.
+    topics = topic_names(ctx, f"sub{ctx.step.index}", prof.topics)
     with open_step_driver(ctx) as driver:
         creation = create_topics(driver, topics, concurrency=8)
     if creation.errors:

@@ -86,7 +86,12 @@ def _run_step(ctx: StepContext) -> dict[str, Any]:
     prefix = f"tg{bundles}" if bundles else "tg"
     names = topic_names(ctx, prefix, count)
     new = names[have:]
-    active = names[: prof.active_topics]
+    # The load runs on topics that have carried none yet: the first step's first topics, then
+    # the newest ones an earlier step created. A step's new consumer groups then have only its
+    # own messages to read (RocketMQ starts a new group at offset 0 of a topic still in the page
+    # cache, and would first re-read every earlier step's messages).
+    a = prof.active_topics
+    active = names[have - a : have] if have >= a else names[:a]
     batch = prof.rocketmq_create_batch if ctx.broker == "rocketmq" else 1
     settings = {"create_batch_size": batch} if batch > 1 else None
     with open_step_driver(ctx, settings=settings) as driver:
