@@ -28,6 +28,13 @@ def topic_names(ctx: StepContext, prefix: str, n: int) -> list[str]:
     return [f"{prefix}-{run}-{i:06d}" for i in range(n)]
 
 
+def step_topic_names(ctx: StepContext, prefix: str, n: int) -> list[str]:
+    """Topics of this step alone (``<prefix><step index>-<run>-<i>``): a new consumer group on
+    them has only this step's messages to read (RocketMQ starts a new group at offset 0 of a
+    topic still in the page cache, so on a reused topic it would re-read every earlier step)."""
+    return topic_names(ctx, f"{prefix}{ctx.step.index}", n)
+
+
 def step_payload_id(ctx: StepContext) -> str:
     """The run id the step's payloads carry: the run's, plus the step's index."""
     return f"{ctx.run_id}.{ctx.step.index}"
@@ -109,9 +116,9 @@ def base_spec(ctx: StepContext, topics: Sequence[str], **kw: Any) -> LoadSpec:
         "worker_id": "w0",
         "broker": ctx.broker,
         "endpoints": LoadSpec.endpoints_text(ctx.infra.endpoints(ctx.broker)),
-        # Scoped to the step: a message an earlier step sent to the same topics (a backlog, or
-        # a new RocketMQ group starting from the last stored message) counts as foreign, never
-        # as received, duplicated or in the end-to-end latency of this step.
+        # Scoped to the step: a message an earlier step sent to the same topics (a backlog a
+        # consumer group carries over) counts as foreign, never as received, duplicated or in
+        # the end-to-end latency of this step.
         "run_id": step_payload_id(ctx),
         "topics": tuple(topics),
         "message_size": ctx.message_size,

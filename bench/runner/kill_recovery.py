@@ -35,6 +35,7 @@ from bench.runner.common import (
     finish,
     open_step_driver,
     start_meter,
+    step_topic_names,
     topic_names,
 )
 from bench.runner.load import LoadPlan, run_load
@@ -185,8 +186,7 @@ def run_step(ctx: StepContext) -> dict[str, Any]:
     victims = ctx.infra.killable(ctx.broker)
     if not victims:
         raise DriverError(f"no {ctx.broker} broker process to kill in this infra")
-    # Fresh topics for every step (see send_frequency): no earlier step's messages.
-    topics = topic_names(ctx, f"k9r{step.index}", prof.topics)
+    topics = step_topic_names(ctx, "k9r", prof.topics)
     driver = open_step_driver(ctx, path)
     state: dict[str, Any] = {"killed_at": None, "restarted_at": None, "restart_error": None}
     sup: Supervisor | None = None

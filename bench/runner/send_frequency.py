@@ -12,7 +12,7 @@ from bench.runner.common import (
     finish,
     open_step_driver,
     start_meter,
-    topic_names,
+    step_topic_names,
 )
 from bench.runner.load import LoadPlan, run_load
 from bench.runner.record import loss_totals, skipped_record, step_record
@@ -41,9 +41,7 @@ def run_step(ctx: StepContext) -> dict[str, Any]:
             f"ramp stopped: saturated at {_saturated[key]:.0f} msg/s offered",
         )
     send_mode, conn_mode = str(p["send_mode"]), str(p["connection_mode"])
-    # Fresh topics for every step: a new consumer group then has only this step's messages to
-    # read (RocketMQ starts a new group at offset 0 of a topic still in the page cache).
-    topics = topic_names(ctx, f"sf{step.index}", prof.topics)
+    topics = step_topic_names(ctx, "sf", prof.topics)
     with open_step_driver(ctx) as driver:
         driver.check_send_mode(send_mode)
         creation = create_topics(driver, topics, concurrency=8)
@@ -83,10 +81,11 @@ def run_step(ctx: StepContext) -> dict[str, Any]:
     merged, window = meter.window()
     secs = max(1e-3, window["end"] - window["start"])
     achieved = (merged.counters.get("acked", 0) / secs) if merged else 0.0
+    stored = after - before
     extra: dict[str, Any] = {
         "send_mode": send_mode,
         "connection_mode": conn_mode,
-        "broker_messages_in": after - before,
+        "broker_messages_in": stored,
     }
     if send_mode == "oneway":
         # No ack comes back, so the broker's own count of what it stored, over the send time
@@ -94,7 +93,6 @@ def run_step(ctx: StepContext) -> dict[str, Any]:
         # they are consume_tps, and RocketMQ's 5.x Python consumer tops out far below what
         # ONEWAY puts (a first full run stopped its ramp at 3,000/s, offered and stored in
         # full, because only 1,218/s had been consumed).
-        stored = after - before
         if stored > 0:
             achieved = stored / prof.duration_s
         else:  # the broker's counter is unavailable: the consumers' receipts, a lower bound

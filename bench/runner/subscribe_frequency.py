@@ -15,7 +15,7 @@ from bench.runner.common import (
     latency_of,
     open_step_driver,
     start_meter,
-    topic_names,
+    step_topic_names,
 )
 from bench.runner.load import LoadPlan, run_load
 from bench.runner.record import loss_totals
@@ -34,8 +34,7 @@ def run_step(ctx: StepContext) -> dict[str, Any]:
     sweep = str(p["sweep"])
     fanout = int(p["fanout"])
     churn = float(p.get("churn_per_s") or 0.0)
-    # Fresh topics for every step (see send_frequency): no earlier step's backlog.
-    topics = topic_names(ctx, f"sub{ctx.step.index}", prof.topics)
+    topics = step_topic_names(ctx, "sub", prof.topics)
     with open_step_driver(ctx) as driver:
         creation = create_topics(driver, topics, concurrency=8)
     if creation.errors:
