@@ -300,6 +300,15 @@ def list_cmd(directory: str) -> None:
     help="Broker data/log directory [default ~/.cache/bench/infra/run].",
 )
 @click.option("--port-offset", type=int, default=0, show_default=True)
+@click.option(
+    "--only",
+    "only_specs",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Run only the steps whose parameter KEY is VALUE (e.g. restart_policy=supervised, "
+    "path=proxy, step_id=...). Repeat: the same key gives either value, different keys all "
+    "must match. A step that builds on earlier steps of its group brings them along.",
+)
 def run_cmd(
     files: tuple[str, ...],
     brokers: str,
@@ -307,6 +316,7 @@ def run_cmd(
     out_dir: str,
     infra_dir: str | None,
     port_offset: int,
+    only_specs: tuple[str, ...],
 ) -> None:
     """Run scenario FILES on real brokers and write the run directory.
 
@@ -317,6 +327,7 @@ def run_cmd(
     from bench.results.store import load_run
     from bench.runner.api import run_scenarios
     from bench.runner.progress import Progress
+    from bench.scenarios.model import parse_only
 
     names = [b.strip() for b in brokers.split(",") if b.strip()]
     run_dir = run_scenarios(
@@ -327,6 +338,7 @@ def run_cmd(
         progress=Progress(),
         infra_root=infra_dir,
         port_offset=port_offset,
+        only=parse_only(only_specs),
     )
     run = load_run(run_dir)
     steps = run.steps

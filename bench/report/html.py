@@ -618,6 +618,23 @@ def _event_time(
 # -- warnings and environment -------------------------------------------------------------------
 
 
+def _profile_cell(metadata: dict[str, Any]) -> str:
+    """The profile, and the ``--only`` selection when the run made part of it."""
+    cell = str(metadata.get("profile", "-"))
+    only = metadata.get("only") or {}
+    if isinstance(only, dict) and only:
+        cell += " (only " + ", ".join(f"{k}={'|'.join(map(str, v))}" for k, v in only.items()) + ")"
+    return cell
+
+
+def _git_cell(metadata: dict[str, Any]) -> str:
+    """The commit the run was made from (12 digits), ``+dirty`` with local changes."""
+    git = metadata.get("git")
+    if not isinstance(git, dict) or not git.get("commit"):
+        return "-"
+    return str(git["commit"])[:12] + ("+dirty" if git.get("dirty") else "")
+
+
 def _warnings(runs: Sequence[Run], steps: pd.DataFrame, s: Settings) -> list[ReportWarning]:
     out: list[ReportWarning] = []
     for run in runs:
@@ -837,9 +854,9 @@ def build_context(
                 r.run_id,
                 r.status,
                 _when(r.meta.get("started_at")),
-                str(r.metadata.get("profile", "-")),
+                _profile_cell(r.metadata),
                 ", ".join(map(str, r.metadata.get("brokers", []) or [])),
-                str(r.metadata.get("git_revision", "-"))[:12],
+                _git_cell(r.metadata),
                 str(len(r.step_records)),
             ]
             for r in runs

@@ -13,7 +13,7 @@ from __future__ import annotations
 import signal
 import time
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -31,7 +31,7 @@ from bench.results.store import RunWriter
 from bench.runner.progress import Progress, QuietProgress
 from bench.runner.record import base_record
 from bench.scenarios.loader import load_many, scenario_hash
-from bench.scenarios.model import Scenario, Step, expand_steps
+from bench.scenarios.model import Scenario, Step, check_only_keys, expand_steps, select_steps
 
 StepRecord = dict[str, Any]
 
@@ -161,12 +161,17 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 
 def run_metadata(
-    scenarios: Sequence[tuple[Path, Scenario]], profile: str, brokers: Sequence[str]
+    scenarios: Sequence[tuple[Path, Scenario]],
+    profile: str,
+    brokers: Sequence[str],
+    only: Mapping[str, Sequence[str]] | None = None,
 ) -> dict[str, Any]:
     """What makes this run comparable with another (DESIGN.md section 4)."""
     return {
         "profile": profile,
         "brokers": list(brokers),
+        # A run of part of the profiles (``bench run --only``): {key: [values]}, empty for all.
+        "only": {k: list(v) for k, v in (only or {}).items()},
         "scenarios": [
             {
                 "path": str(path),
@@ -211,8 +216,12 @@ def run_scenarios(
     progress: Progress | None = None,
     infra_root: str | Path | None = None,
     port_offset: int = 0,
+    only: Mapping[str, Sequence[str]] | None = None,
 ) -> Path:
     """Run every step of ``paths`` on ``brokers``; return the run directory.
+
+    ``only`` ({step parameter: [values]}) keeps the steps that match it (see
+    :func:`~bench.scenarios.model.select_steps`).
 
     Raises :class:`ConfigError` for bad files before anything starts, and
     :class:`RunInterrupted` after Ctrl-C/SIGTERM (the run is then ``partial``).
@@ -225,19 +234,25 @@ def run_scenarios(
         if b not in ("pulsar", "rocketmq"):
             raise ConfigError(f"--broker: unknown broker {b!r}; known: pulsar, rocketmq")
     plan: list[tuple[Scenario, str, list[Step]]] = []
-    for _, sc in pairs:
-        steps = expand_steps(sc, profile)
+    expanded = [(str(path), expand_steps(sc, profile)) for path, sc in pairs]
+    if only:
+        check_only_keys(expanded, only)
+    for (_, sc), (_, all_steps) in zip(pairs, expanded, strict=True):
+        steps = select_steps(all_steps, only or {})
         for b in [b for b in sc.brokers if b in wanted]:
             plan.append((sc, b, [s for s in steps if s.broker == b]))
     total = sum(len(steps) for _, _, steps in plan)
     if total == 0:
-        raise ConfigError(f"nothing to run: no steps for brokers {', '.join(wanted)}")
+        what = f"brokers {', '.join(wanted)}"
+        if only:
+            what += " matching " + " ".join(f"--only {k}={v}" for k, vs in only.items() for v in vs)
+        raise ConfigError(f"nothing to run: no steps for {what}")
     progress.steps_total = total
     root = Path(infra_root) if infra_root else default_infra_dir() / "run"
     table = executors()
     # One run per infra directory, taken before the run directory: a refused run leaves none.
     with InfraLock(root):
-        run = RunWriter.create(out_dir, run_metadata(pairs, profile, wanted))
+        run = RunWriter.create(out_dir, run_metadata(pairs, profile, wanted, only))
         progress.message(f"run {run.run_id}: {total} steps -> {run.run_dir}")
         try:
             with run, _sigterm_as_interrupt():

@@ -22,7 +22,7 @@ level and are then inherited by both profiles; a profile that sets one overrides
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar, get_args
 
@@ -763,3 +763,71 @@ def expand_steps(scenario: Scenario, profile: str) -> list[Step]:
     if len(set(ids)) != len(ids):
         raise AssertionError(f"duplicate step ids in {scenario.name}/{profile}: {ids}")
     return steps
+
+
+def parse_only(specs: Sequence[str]) -> dict[str, list[str]]:
+    """``--only KEY=VALUE`` options as ``{key: [values]}`` (a key given twice: either value).
+
+    Raises ``ConfigError`` for a spec without ``=`` or with an empty key or value."""
+    only: dict[str, list[str]] = {}
+    for spec in specs:
+        key, sep, value = spec.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key or not value:
+            raise ConfigError(f"--only {spec!r}: expected KEY=VALUE, e.g. restart_policy=manual")
+        only.setdefault(key, []).append(value)
+    return only
+
+
+def select_steps(steps: Sequence[Step], only: Mapping[str, Sequence[str]]) -> list[Step]:
+    """The steps whose parameters match every key of ``only``.
+
+    A key is a step parameter (see :class:`Step`), ``step_id`` or ``broker``; values compare as
+    they appear in step ids (``1000`` matches 1000.0). A step that builds on the earlier steps of
+    its group (topic-growth, a send-frequency ramp) brings those steps along, so what it measures
+    is what the whole profile would have measured. Steps keep their ``index`` (and so their topic
+    names and payload ids). A scenario whose steps lack a key has no step selected; whether some
+    scenario has it is for the caller to check (:func:`check_only_keys`).
+    """
+    if not only:
+        return list(steps)
+
+    def matches(step: Step) -> bool:
+        fields = {**step.params, "step_id": step.step_id, "broker": step.broker}
+        return all(k in fields and _fmt(fields[k]) in vals for k, vals in only.items())
+
+    chosen = {s.step_id for s in steps if matches(s)}
+    keep: list[Step] = []
+    for i, step in enumerate(steps):
+        later = any(s.group == step.group and s.step_id in chosen for s in steps[i:])
+        if step.step_id in chosen or (step.group != step.step_id and later):
+            keep.append(step)
+    return keep
+
+
+def check_only_keys(
+    expanded: Sequence[tuple[str, Sequence[Step]]], only: Mapping[str, Sequence[str]]
+) -> None:
+    """Raise ``ConfigError`` when an ``--only`` key or value matches no step of any scenario.
+
+    ``expanded``: (scenario file, its steps) pairs. The message names what does exist."""
+    for key, values in only.items():
+        seen: set[str] = set()
+        for _, steps in expanded:
+            for s in steps:
+                fields = {**s.params, "step_id": s.step_id, "broker": s.broker}
+                if key in fields:
+                    seen.add(_fmt(fields[key]))
+        files = ", ".join(f for f, _ in expanded)
+        if not seen:
+            keys = sorted({k for _, steps in expanded for s in steps for k in s.params})
+            raise ConfigError(
+                f"--only {key}=...: no step of {files} has a parameter {key!r}; "
+                f"known: step_id, broker, {', '.join(keys)}"
+            )
+        missing = [v for v in values if v not in seen]
+        if missing:
+            raise ConfigError(
+                f"--only {key}={missing[0]}: no step of {files} has that value; "
+                f"its values: {', '.join(sorted(seen))}"
+            )

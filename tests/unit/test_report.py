@@ -376,3 +376,18 @@ def test_a_broker_that_stops_creating_topics_is_measured_up_to_where_it_stopped(
     assert knee.figures["rocketmq"].values == [30000.0]  # where it broke off, not its target
     html = render([run], tmp_path / "r.html")
     assert "topic creation stopped at 30,000 topics" in html
+
+
+def test_runs_table_gives_the_commit_and_a_partial_profile() -> None:
+    md = {
+        "profile": "full",
+        "only": {"restart_policy": ["supervised"], "path": ["direct", "proxy"]},
+        "git": {"commit": "4f34a290bf9fafcf66972d17ee2ad8bc7d721e65", "dirty": True},
+    }
+    assert (
+        report_html._profile_cell(md) == "full (only restart_policy=supervised, path=direct|proxy)"
+    )
+    assert report_html._git_cell(md) == "4f34a290bf9f+dirty"
+    assert report_html._profile_cell({"profile": "quick", "only": {}}) == "quick"
+    assert report_html._git_cell({"git": {"commit": "abc", "dirty": False}}) == "abc"
+    assert report_html._git_cell({}) == "-"

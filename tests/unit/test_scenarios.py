@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,10 @@ from bench.scenarios.model import (
     SendFrequencyScenario,
     Step,
     TopicGrowthScenario,
+    check_only_keys,
     expand_steps,
+    parse_only,
+    select_steps,
 )
 
 SCENARIO_DIR = Path(__file__).resolve().parents[2] / "scenarios"
@@ -355,6 +359,52 @@ def test_kill_recovery_sweeps_each_brokers_own_setting(tmp_path: Path) -> None:
     assert "manual_restart_after_s" not in rocketmq[-1].params
     assert all("rocketmq_route_refresh_s" not in s.params for s in pulsar)
     assert all("pulsar_session_timeout_ms" not in s.params for s in rocketmq)
+
+
+def test_only_selects_matching_steps_and_keeps_their_indexes(tmp_path: Path) -> None:
+    steps = expand_steps(load_scenario(write(tmp_path, KILL_RECOVERY)), "full")
+    only = parse_only(["restart_policy=supervised", "broker=rocketmq"])
+    picked = select_steps(steps, only)
+    assert picked and all(
+        s.broker == "rocketmq" and s.params["restart_policy"] == "supervised" for s in picked
+    )
+    assert len(picked) == 2 * 2  # paths x repetitions
+    by_id = {s.step_id: s for s in steps}
+    assert all(by_id[s.step_id].index == s.index for s in picked)
+    # A key given twice takes either value; a number matches as it appears in step ids.
+    reps = select_steps(steps, parse_only(["repetition=1", "repetition=2", "path=proxy"]))
+    assert len(reps) == len([s for s in steps if s.params["path"] == "proxy"])
+    assert select_steps(steps, {}) == steps
+
+
+def test_only_brings_along_the_earlier_steps_a_step_builds_on(tmp_path: Path) -> None:
+    steps = expand_steps(load_scenario(write(tmp_path, SEND_FREQUENCY)), "full")
+    ramp = [s for s in steps if s.group == "pulsar-ramp-send=sync-conn=per_batch"]
+    picked = select_steps(steps, parse_only([f"step_id={ramp[2].step_id}"]))
+    assert [s.step_id for s in picked] == [s.step_id for s in ramp[:3]]
+    # A stand-alone sweep step brings nothing along.
+    sweep = steps[1]
+    assert select_steps(steps, parse_only([f"step_id={sweep.step_id}"])) == [sweep]
+
+
+@pytest.mark.parametrize(
+    ("specs", "message"),
+    [
+        (["restart_policy"], "expected KEY=VALUE"),
+        (["=manual"], "expected KEY=VALUE"),
+        (["restart_policy="], "expected KEY=VALUE"),
+        (["restart=manual"], "no step of k9.yaml has a parameter 'restart'; known: step_id"),
+        (["restart_policy=sometimes"], "its values: manual, supervised"),
+    ],
+)
+def test_only_with_a_bad_key_or_value_says_what_exists(
+    tmp_path: Path, specs: list[str], message: str
+) -> None:
+    path = tmp_path / "k9.yaml"
+    path.write_text(KILL_RECOVERY)
+    steps = expand_steps(load_scenario(path), "full")
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        check_only_keys([(path.name, steps)], parse_only(specs))
 
 
 def test_expand_unknown_profile_is_a_config_error(tmp_path: Path) -> None:
