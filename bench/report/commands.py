@@ -56,9 +56,10 @@ class UncleanRun(BenchError):
     "--exclude",
     "excludes",
     multiple=True,
-    metavar="RUN_ID:BROKER[:SCENARIO]",
-    help="Leave out that run's steps of BROKER (in SCENARIO only, if given), e.g. steps a "
-    "later run repeats after a fix. Repeatable; the report's warnings list what was left out.",
+    metavar="RUN_ID:BROKER[:SCENARIO[:STEP_GLOB]]",
+    help="Leave out that run's steps of BROKER (in SCENARIO only, and only the step ids "
+    "matching STEP_GLOB, e.g. '*restart=supervised*', if given), e.g. steps a later run "
+    "repeats after a fix. Repeatable; the report's warnings list what was left out.",
 )
 def report_cmd(
     run_dirs: tuple[Path, ...], out: Path, weights: Path | None, excludes: tuple[str, ...]
@@ -74,20 +75,23 @@ def report_cmd(
     click.echo(f"wrote {path} from {len(run_dirs)} run(s) in {time.perf_counter() - started:.1f} s")
 
 
-def _parse_exclude(text: str) -> tuple[str, str, str | None]:
+def _parse_exclude(text: str) -> tuple[str, str, str | None, str | None]:
     from bench.results.schema import BROKERS
 
     parts = text.split(":")
-    if len(parts) not in (2, 3) or not all(parts):
+    if len(parts) not in (2, 3, 4) or not all(parts):
         raise click.BadParameter(
-            f"{text!r}: expected RUN_ID:BROKER or RUN_ID:BROKER:SCENARIO", param_hint="--exclude"
+            f"{text!r}: expected RUN_ID:BROKER, RUN_ID:BROKER:SCENARIO or "
+            "RUN_ID:BROKER:SCENARIO:STEP_GLOB",
+            param_hint="--exclude",
         )
     if parts[1] not in BROKERS:
         raise click.BadParameter(
             f"{text!r}: unknown broker {parts[1]!r} (one of {', '.join(BROKERS)})",
             param_hint="--exclude",
         )
-    return parts[0], parts[1], parts[2] if len(parts) == 3 else None
+    parts += [""] * (4 - len(parts))
+    return parts[0], parts[1], parts[2] or None, parts[3] or None
 
 
 @click.command("compare")

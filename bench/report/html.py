@@ -905,19 +905,22 @@ def render_report(
     out: str | Path,
     settings: Settings | None = None,
     regressions: Iterable[Any] = (),
-    exclude: Iterable[tuple[str, str, str | None]] = (),
+    exclude: Iterable[tuple[str, str, str | None, str | None]] = (),
 ) -> Path:
     """Read ``run_dirs``, render the report and write it to ``out`` (parents created).
 
-    ``exclude`` holds (run id, broker, scenario or None) whose steps the report leaves out, e.g.
+    ``exclude`` holds (run id, broker, scenario or None, step-id glob or None) whose steps the
+    report leaves out, e.g.
     steps measured before a fix that a later run repeats; the report's warnings name them."""
     runs = [load_run(d) for d in run_dirs]
     wanted = list(exclude)
     unknown = [e for e in wanted if e[0] not in {r.run_id for r in runs}]
     if unknown:
         raise ResultsError(f"--exclude names run {unknown[0][0]}, which is not among RUN_DIRS")
-    for run_id, broker, scenario in wanted:
-        runs = [without_steps(r, broker, scenario) if r.run_id == run_id else r for r in runs]
+    for run_id, broker, scenario, step_glob in wanted:
+        runs = [
+            without_steps(r, broker, scenario, step_glob) if r.run_id == run_id else r for r in runs
+        ]
     html = render_html(build_context(runs, settings, regressions))
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)

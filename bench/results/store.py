@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fnmatch
 import json
 import math
 import os
@@ -452,25 +453,46 @@ class Run:
         return {str(k): str(v) for k, v in hists.items()}
 
 
-def without_steps(run: Run, broker: str, scenario: str | None = None) -> Run:
+def without_steps(
+    run: Run, broker: str, scenario: str | None = None, step_glob: str | None = None
+) -> Run:
     """``run`` without the steps (and their series, resources and events) of ``broker``, in
-    ``scenario`` or in every scenario; a warning in the result says what was left out."""
+    ``scenario`` or in every scenario, and only those whose step id matches ``step_glob``
+    (fnmatch, e.g. ``*restart=supervised*``) if given; a warning in the result says what was
+    left out."""
+
+    def dropped(broker_: Any, scenario_: Any, step_id: Any) -> bool:
+        return (
+            broker_ == broker
+            and scenario in (None, scenario_)
+            and (step_glob is None or fnmatch.fnmatchcase(str(step_id), step_glob))
+        )
 
     def keep(df: pd.DataFrame) -> pd.DataFrame:
         if df.empty or "broker" not in df.columns:
             return df
-        drop = df["broker"] == broker
-        if scenario is not None and "scenario" in df.columns:
-            drop &= df["scenario"] == scenario
-        return df[~drop].reset_index(drop=True)
+        if step_glob is not None and "step_id" not in df.columns:
+            return df  # not per step: nothing in it belongs to the steps left out
+        drop = [
+            dropped(b, sc, sid)
+            for b, sc, sid in zip(
+                df["broker"],
+                df["scenario"] if "scenario" in df.columns else [None] * len(df),
+                df["step_id"] if "step_id" in df.columns else [None] * len(df),
+                strict=True,
+            )
+        ]
+        return df[[not d for d in drop]].reset_index(drop=True)
 
     records = [
         r
         for r in run.step_records
-        if not (r.get("broker") == broker and scenario in (None, r.get("scenario")))
+        if not dropped(r.get("broker"), r.get("scenario"), r.get("step_id"))
     ]
     left_out = len(run.step_records) - len(records)
     what = f"{broker}'s steps" + (f" of {scenario}" if scenario else "")
+    if step_glob is not None:
+        what += f" matching {step_glob}"
     return dataclasses.replace(
         run,
         step_records=records,

@@ -296,6 +296,17 @@ def test_exclude_leaves_one_brokers_steps_of_a_run_out_and_says_so(tmp_path: Pat
     ):
         result = CliRunner().invoke(report_cmd, [str(run), "-o", str(out), "--exclude", bad])
         assert result.exit_code == 2 and says in result.output, result.output
+    # A step-id glob leaves out only the matching steps (and their series).
+    one = report_html.without_steps(load_run(run), "pulsar", "subscribe-frequency", "*fanout=1")
+    assert "pulsar-fanout=1" not in {r["step_id"] for r in one.step_records}
+    assert {r["step_id"] for r in one.step_records} == {
+        r["step_id"] for r in load_run(run).step_records
+    } - {"pulsar-fanout=1"}
+    assert "pulsar-fanout=1" not in set(one.series["step_id"]) and len(one.series)
+    assert "matching *fanout=1 left out" in one.warnings[-1]
+    glob_arg = f"{run_id}:pulsar:subscribe-frequency:*fanout=1"
+    result = CliRunner().invoke(report_cmd, [str(run), "-o", str(out), "--exclude", glob_arg])
+    assert result.exit_code == 0, result.output
     result = CliRunner().invoke(report_cmd, [str(run), "-o", str(out), "--exclude", "other:pulsar"])
     assert result.exit_code != 0 and "not among RUN_DIRS" in str(result.exception)
 
