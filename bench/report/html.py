@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -547,7 +547,7 @@ def _kill_recovery(
                 str(r["run_id"]),
                 str(r["status"]),
                 get("time_to_first_error_s"),
-                get("unavailability_s"),
+                _outage_cell(r, get),
                 get("time_to_recover_tps_s"),
                 get("clients_recovered"),
                 get("loss.lost"),
@@ -578,7 +578,8 @@ def _kill_recovery(
                 "counter resets",
             ],
             rows,
-            note="Unavailable: kill to the first acknowledged publish. To full TPS: back within "
+            note="Unavailable: kill to the first acknowledged publish on a topic the killed broker "
+            "served (>= N: none within the N s the step observed). To full TPS: back within "
             "10% of the pre-kill rate. Lost: acknowledged, never consumed after the drain.",
         )
     )
@@ -586,6 +587,13 @@ def _kill_recovery(
 
 
 _PARAM_KEYS = ("path", "restart_policy", "repetition")
+
+
+def _outage_cell(r: Mapping[str, Any], get: Callable[[str], str]) -> str:
+    """The unavailability window, or ">= N" when the outage outlasted what the step observed."""
+    if _value(r, "unavailability_s") is None and _value(r, "unavailability_at_least_s") is not None:
+        return ">= " + get("unavailability_at_least_s")
+    return get("unavailability_s")
 
 
 def _value(r: Mapping[str, Any], *keys: str) -> Any:

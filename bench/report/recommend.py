@@ -397,6 +397,16 @@ def _col(df: pd.DataFrame, *names: str) -> pd.Series:
     return pd.Series([math.nan] * len(df), index=df.index, dtype=float)
 
 
+def _outage(df: pd.DataFrame, metric: str) -> pd.Series:
+    """``metric`` of kill-9 steps; an unavailability window longer than its step observed
+    counts as its lower bound (``unavailability_at_least_s``), not as missing: dropping it
+    would flatter the broker that stayed down longest."""
+    col = _col(df, metric)
+    if metric == "unavailability_s":
+        col = col.fillna(_col(df, "unavailability_at_least_s"))
+    return col
+
+
 PUBLISH_SIDE_ERRORS = ("send_errors", "lookup_timeouts", "lookup_errors")
 
 
@@ -733,11 +743,12 @@ def _recovery(fr: dict[str, pd.DataFrame], s: Settings) -> list[Verdict]:
             zero_is_decisive=True,
         )
     )
+
     for metric, name in (
         ("unavailability_s", "unavailability window (kill to first ack)"),
         ("time_to_recover_tps_s", "time back to 90% of the pre-kill TPS"),
     ):
-        pair = [per_step(x, _col(sel[x], metric), label) for x in (a, b)]
+        pair = [per_step(x, _outage(sel[x], metric), label) for x in (a, b)]
         out.append(decide(name, "lower", pair[0], pair[1], s, unit="s", fmt=_secs))
     return out
 

@@ -246,6 +246,8 @@ KIND_METRICS: dict[str, dict[str, MetricType]] = {
         "restarted_at": "number",
         "time_to_first_error_s": "number",
         "unavailability_s": "number",
+        # Set instead of unavailability_s when the outage outlasted the step: a lower bound.
+        "unavailability_at_least_s": "number",
         "time_to_recover_tps_s": "number",
         "clients_recovered": "bool",
         "counter_resets": "int",

@@ -4,8 +4,10 @@ see, how it comes back, and what was lost (DESIGN.md section 3.4).
 Timeline of a step: warm-up, steady load, ``kill -9`` of the broker process at
 ``kill_after_s``, restart (``manual`` after ``manual_restart_after_s``; ``supervised`` at once,
 by a supervisor standing in for a liveness probe; ``none``: never, in the cluster topology the
-other broker takes over), ``observe_after_restart_s`` more seconds of load, then a drain and an
-exact reconciliation of the loss ledger.
+other broker takes over), ``observe_after_restart_s`` more seconds of load (and longer, up to
+``RESTART_CAP_S`` after the kill, until the probe's topic takes a send again), then a drain and
+an exact reconciliation of the loss ledger. An outage that outlasts even that is recorded as a
+lower bound, ``unavailability_at_least_s``.
 
 Besides the workers' per-second series, a probe in this process sends one message every 50 ms
 on the same path and records when each send completed and how; the unavailability window (kill
@@ -59,6 +61,7 @@ class Probe:
     stats_topics: list[str]
     results: list[tuple[float, float, bool]] = field(default_factory=list)
     counter: MonotonicCounter = field(default_factory=lambda: MonotonicCounter("messages_in"))
+    stopped_at: float | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -68,6 +71,7 @@ class Probe:
         return self
 
     def stop(self) -> None:
+        self.stopped_at = time.time()
         self._stop.set()
         self._thread.join(timeout=60)
 
@@ -117,6 +121,13 @@ class Probe:
         with self._lock:
             done = [d for s, d, ok in self.results if ok and s >= t]
         return min(done) - t if done else None
+
+    def unavailable_at_least(self, t: float) -> float | None:
+        """When nothing sent after ``t`` was acknowledged before the probe stopped: how long
+        after ``t`` it stopped (the outage lasted at least that long); else None."""
+        if self.stopped_at is None or self.first_ack_sent_after(t) is not None:
+            return None
+        return self.stopped_at - t
 
 
 def _probe_topic_on_victim(
@@ -242,11 +253,20 @@ def run_step(ctx: StepContext) -> dict[str, Any]:
         def until(elapsed: float) -> bool:
             if state["restart_error"]:
                 return True
-            if policy == "none" and state["killed_at"] is not None:
-                return time.time() >= state["killed_at"] + prof.observe_after_restart_s
+            killed = state["killed_at"]
+            if killed is None:
+                return False
+            now = time.time()
+            # The step also waits for the probe topic to take a send again (up to
+            # RESTART_CAP_S after the kill), so a long outage is measured, not cut short.
+            probe_back = probe.first_ack_sent_after(killed) is not None
+            if not probe_back and now < killed + RESTART_CAP_S:
+                return False
+            if policy == "none":
+                return now >= killed + prof.observe_after_restart_s
             return (
                 state["restarted_at"] is not None
-                and time.time() >= state["restarted_at"] + prof.observe_after_restart_s
+                and now >= state["restarted_at"] + prof.observe_after_restart_s
             )
 
         def phase_of(elapsed: float) -> str | None:
@@ -326,6 +346,14 @@ def run_step(ctx: StepContext) -> dict[str, Any]:
         )
     if not consumers_back:
         ctx.event("warning", detail="consumers received nothing after the broker came back")
+    # An outage longer than the step observed: its length is only known to be at least this.
+    at_least = probe.unavailable_at_least(killed) if killed else None
+    if at_least is not None:
+        ctx.event(
+            "warning",
+            detail=f"the probe topic on {target} acknowledged nothing sent after the kill in "
+            f"the {at_least:.1f} s observed: unavailable at least that long",
+        )
     extra: dict[str, Any] = {
         "path": path,
         "restart_policy": policy,
@@ -335,6 +363,7 @@ def run_step(ctx: StepContext) -> dict[str, Any]:
         "restarted_at": restarted,
         "time_to_first_error_s": first_error,
         "unavailability_s": probe.first_ack_sent_after(killed) if killed else None,
+        "unavailability_at_least_s": at_least,
         "time_to_recover_tps_s": recover,
         "clients_recovered": clients_recovered,
         "counter_resets": len(probe.counter.resets),

@@ -69,3 +69,17 @@ def test_the_killed_broker_serves_the_probe_topic(
     assert bool(events) == warned
     if owners[0] == "broker-2" and want_victim == "pulsar/broker-2":
         assert "killing pulsar/broker-2" in events[0][1]
+
+
+def test_an_outage_longer_than_the_step_is_a_lower_bound() -> None:
+    probe = kill_recovery.Probe(driver=None, topic="t", stats_topics=[])  # type: ignore[arg-type]
+    killed = 1000.0
+    # Acked before the kill, then only failures: no window, a lower bound up to the stop.
+    probe.results = [(999.0, 999.01, True), (1000.5, 1030.5, False), (1001.0, 1031.0, False)]
+    probe.stopped_at = 1040.0
+    assert probe.first_ack_sent_after(killed) is None
+    assert probe.unavailable_at_least(killed) == pytest.approx(40.0)
+    # A send made after the kill and acknowledged: the window, and no lower bound.
+    probe.results.append((1012.0, 1012.3, True))
+    assert probe.first_ack_sent_after(killed) == pytest.approx(12.3)
+    assert probe.unavailable_at_least(killed) is None

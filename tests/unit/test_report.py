@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 from click.testing import CliRunner
 
@@ -19,6 +20,7 @@ from bench.report.commands import report_cmd
 from bench.report.recommend import (
     Figure,
     Settings,
+    _outage,
     decide,
     find_knee,
     find_saturation,
@@ -402,3 +404,19 @@ def test_runs_table_gives_the_commit_and_a_partial_profile() -> None:
     assert report_html._profile_cell({"profile": "quick", "only": {}}) == "quick"
     assert report_html._git_cell({"git": {"commit": "abc", "dirty": False}}) == "abc"
     assert report_html._git_cell({}) == "-"
+
+
+def test_an_outage_longer_than_its_step_shows_and_decides_as_a_lower_bound() -> None:
+    def get(key: str, r: dict[str, Any]) -> str:
+        return str(r.get(key))
+
+    censored = {"unavailability_s": None, "unavailability_at_least_s": 37.5}
+    assert report_html._outage_cell(censored, lambda k: get(k, censored)) == ">= 37.5"
+    measured = {"unavailability_s": 9.2, "unavailability_at_least_s": None}
+    assert report_html._outage_cell(measured, lambda k: get(k, measured)) == "9.2"
+    df = pd.DataFrame(
+        {"unavailability_s": [9.2, None, None], "unavailability_at_least_s": [None, 37.5, None]}
+    )
+    assert _outage(df, "unavailability_s").tolist()[:2] == [9.2, 37.5]
+    assert pd.isna(_outage(df, "unavailability_s").tolist()[2])
+    assert pd.isna(_outage(pd.DataFrame({"unavailability_s": [None]}), "unavailability_s")[0])
