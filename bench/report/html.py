@@ -918,8 +918,8 @@ def render_report(
     """Read ``run_dirs``, render the report and write it to ``out`` (parents created).
 
     ``exclude`` holds (run id, broker, scenario or None, step-id glob or None) whose steps the
-    report leaves out, e.g.
-    steps measured before a fix that a later run repeats; the report's warnings name them."""
+    report leaves out, e.g. steps measured before a fix that a later run repeats; the report's
+    warnings name them."""
     runs = [load_run(d) for d in run_dirs]
     wanted = list(exclude)
     unknown = [e for e in wanted if e[0] not in {r.run_id for r in runs}]

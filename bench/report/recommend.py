@@ -743,7 +743,6 @@ def _recovery(fr: dict[str, pd.DataFrame], s: Settings) -> list[Verdict]:
             zero_is_decisive=True,
         )
     )
-
     for metric, name in (
         ("unavailability_s", "unavailability window (kill to first ack)"),
         ("time_to_recover_tps_s", "time back to 90% of the pre-kill TPS"),

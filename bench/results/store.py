@@ -461,6 +461,8 @@ def without_steps(
     (fnmatch, e.g. ``*restart=supervised*``) if given; a warning in the result says what was
     left out."""
 
+    key_columns = ("broker", "scenario", "step_id")  # in the order dropped() takes them
+
     def dropped(broker_: Any, scenario_: Any, step_id: Any) -> bool:
         return (
             broker_ == broker
@@ -473,16 +475,8 @@ def without_steps(
             return df
         if step_glob is not None and "step_id" not in df.columns:
             return df  # not per step: nothing in it belongs to the steps left out
-        drop = [
-            dropped(b, sc, sid)
-            for b, sc, sid in zip(
-                df["broker"],
-                df["scenario"] if "scenario" in df.columns else [None] * len(df),
-                df["step_id"] if "step_id" in df.columns else [None] * len(df),
-                strict=True,
-            )
-        ]
-        return df[[not d for d in drop]].reset_index(drop=True)
+        cols = [df[c] if c in df.columns else [None] * len(df) for c in key_columns]
+        return df[[not dropped(*row) for row in zip(*cols, strict=True)]].reset_index(drop=True)
 
     records = [
         r

@@ -347,7 +347,8 @@ def run_step(ctx: StepContext) -> dict[str, Any]:
     if not consumers_back:
         ctx.event("warning", detail="consumers received nothing after the broker came back")
     # An outage longer than the step observed: its length is only known to be at least this.
-    at_least = probe.unavailable_at_least(killed) if killed else None
+    window = probe.first_ack_sent_after(killed) if killed else None
+    at_least = probe.unavailable_at_least(killed) if killed and window is None else None
     if at_least is not None:
         ctx.event(
             "warning",
@@ -362,7 +363,7 @@ def run_step(ctx: StepContext) -> dict[str, Any]:
         "killed_at": killed,
         "restarted_at": restarted,
         "time_to_first_error_s": first_error,
-        "unavailability_s": probe.first_ack_sent_after(killed) if killed else None,
+        "unavailability_s": window,
         "unavailability_at_least_s": at_least,
         "time_to_recover_tps_s": recover,
         "clients_recovered": clients_recovered,

@@ -792,17 +792,22 @@ def select_steps(steps: Sequence[Step], only: Mapping[str, Sequence[str]]) -> li
     if not only:
         return list(steps)
 
-    def matches(step: Step) -> bool:
-        fields = {**step.params, "step_id": step.step_id, "broker": step.broker}
+    def matches(fields: dict[str, Any]) -> bool:
         return all(k in fields and _fmt(fields[k]) in vals for k, vals in only.items())
 
-    chosen = {s.step_id for s in steps if matches(s)}
-    keep: list[Step] = []
-    for i, step in enumerate(steps):
-        later = any(s.group == step.group and s.step_id in chosen for s in steps[i:])
-        if step.step_id in chosen or (step.group != step.step_id and later):
-            keep.append(step)
-    return keep
+    chosen = [i for i, s in enumerate(steps) if matches(_selectable(s))]
+    last_chosen = {steps[i].group: i for i in chosen}  # the last chosen step of each group
+    picked = set(chosen)
+    return [
+        s
+        for i, s in enumerate(steps)
+        if i in picked or (s.group != s.step_id and i < last_chosen.get(s.group, -1))
+    ]
+
+
+def _selectable(step: Step) -> dict[str, Any]:
+    """What ``--only`` can select a step by: its parameters, ``step_id`` and ``broker``."""
+    return {**step.params, "step_id": step.step_id, "broker": step.broker}
 
 
 def check_only_keys(
@@ -815,7 +820,7 @@ def check_only_keys(
         seen: set[str] = set()
         for _, steps in expanded:
             for s in steps:
-                fields = {**s.params, "step_id": s.step_id, "broker": s.broker}
+                fields = _selectable(s)
                 if key in fields:
                     seen.add(_fmt(fields[key]))
         files = ", ".join(f for f, _ in expanded)
