@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import time
 from collections.abc import Callable
@@ -32,6 +33,7 @@ from bench.infra.topology import (
     Plan,
     pulsar_plan,
     rocketmq_plan,
+    tmp_dir,
     wipe,
 )
 
@@ -44,6 +46,13 @@ Progress = Callable[[str], None]
 
 def _quiet(_: str) -> None:
     pass
+
+
+def _empty_tmp(broker_root: Path) -> None:
+    """Empty a broker's JVM temp dir; only called while none of its processes runs."""
+    tmp = tmp_dir(broker_root)
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True, exist_ok=True)
 
 
 @dataclass
@@ -222,6 +231,7 @@ class Infra:
         t0 = time.monotonic()
         if fresh:
             wipe(self.root / broker)
+        _empty_tmp(self.root / broker)
         plan, resolve_s = self._plan(broker, settings, java)
         ports = {label: p for spec in plan.specs for label, p in spec.ports.items()}
         ensure_free(ports)
@@ -337,6 +347,9 @@ class Infra:
         ports = [p for s in specs.values() for p in s.ports.values()]
         busy = wait_closed(ports, 15.0)
         data = self._load()
+        if not errors:
+            for broker in self._brokers(data):
+                _empty_tmp(self.root / broker)
         data["brokers"] = {}
         data.pop("settings", None)
         self._save(data)

@@ -156,8 +156,16 @@ def render(template: str, dest: Path, **values: object) -> Path:
     return dest
 
 
-def _jvm(java: str, name: str, logs: Path, heap_mb: int, direct_mb: int | None = None) -> list[str]:
+def tmp_dir(root: Path) -> Path:
+    """A broker's JVM temp dir. RocksDB, Netty and the TLS self-signed certificates unpack files
+    there on every start and leave them behind after kill -9 (about 12 MiB per start), so it
+    lives under the broker's root and is emptied around each bring-up, not in the shared /tmp."""
+    return root / "tmp"
+
+
+def _jvm(java: str, name: str, root: Path, heap_mb: int, direct_mb: int | None = None) -> list[str]:
     safe = name.replace("/", "-")
+    logs = root / "logs"
     argv = [
         java,
         f"-Xms{min(heap_mb, 256)}m",
@@ -166,6 +174,7 @@ def _jvm(java: str, name: str, logs: Path, heap_mb: int, direct_mb: int | None =
         "-XX:+ExitOnOutOfMemoryError",
         # One GC log per process incarnation (%p = pid), so restarts never overwrite.
         f"-Xlog:gc:file={logs / (safe + '-gc-%p.log')}:time,uptime",
+        f"-Djava.io.tmpdir={tmp_dir(root)}",
     ]
     if direct_mb:
         argv.append(f"-XX:MaxDirectMemorySize={direct_mb}m")
@@ -203,7 +212,7 @@ def pulsar_plan(settings: InfraSettings, root: Path, java: str, classpath: str) 
             journal_sync=journal_sync,
         )
         argv = [
-            *_jvm(java, "pulsar/standalone", logs, max(settings.heap_mb, 1024), 1024),
+            *_jvm(java, "pulsar/standalone", root, max(settings.heap_mb, 1024), 1024),
             *base,
             "org.apache.pulsar.PulsarStandaloneStarter",
             "--config",
@@ -240,7 +249,7 @@ def pulsar_plan(settings: InfraSettings, root: Path, java: str, classpath: str) 
             ProcessSpec(
                 name="pulsar/zookeeper",
                 argv=(
-                    *_jvm(java, "pulsar/zookeeper", logs, 256),
+                    *_jvm(java, "pulsar/zookeeper", root, 256),
                     *base,
                     "org.apache.zookeeper.server.quorum.QuorumPeerMain",
                     str(zk_cfg),
@@ -258,7 +267,7 @@ def pulsar_plan(settings: InfraSettings, root: Path, java: str, classpath: str) 
         init = ProcessSpec(
             name="pulsar/init-metadata",
             argv=(
-                *_jvm(java, "pulsar/init-metadata", logs, 256),
+                *_jvm(java, "pulsar/init-metadata", root, 256),
                 *base,
                 "org.apache.pulsar.PulsarClusterMetadataSetup",
                 "--cluster",
@@ -290,7 +299,7 @@ def pulsar_plan(settings: InfraSettings, root: Path, java: str, classpath: str) 
             ProcessSpec(
                 name="pulsar/bookie",
                 argv=(
-                    *_jvm(java, "pulsar/bookie", logs, 512, 512),
+                    *_jvm(java, "pulsar/bookie", root, 512, 512),
                     *base,
                     "org.apache.bookkeeper.server.Main",
                     "--conf",
@@ -316,7 +325,7 @@ def pulsar_plan(settings: InfraSettings, root: Path, java: str, classpath: str) 
                 ProcessSpec(
                     name=f"pulsar/broker-{i}",
                     argv=(
-                        *_jvm(java, f"pulsar/broker-{i}", logs, settings.heap_mb, 512),
+                        *_jvm(java, f"pulsar/broker-{i}", root, settings.heap_mb, 512),
                         *base,
                         "org.apache.pulsar.PulsarBrokerStarter",
                         "--broker-conf",
@@ -357,7 +366,7 @@ def pulsar_plan(settings: InfraSettings, root: Path, java: str, classpath: str) 
             ProcessSpec(
                 name="pulsar/proxy",
                 argv=(
-                    *_jvm(java, "pulsar/proxy", logs, 256, 256),
+                    *_jvm(java, "pulsar/proxy", root, 256, 256),
                     *base,
                     "org.apache.pulsar.proxy.server.ProxyServiceStarter",
                     "--config",
@@ -397,7 +406,7 @@ def rocketmq_plan(settings: InfraSettings, root: Path, java: str, classpath: str
 
     def rmq_jvm(name: str, role: str, heap: int, home: Path) -> list[str]:
         return [
-            *_jvm(java, name, logs, heap, 1024 if role != "namesrv" else None),
+            *_jvm(java, name, root, heap, 1024 if role != "namesrv" else None),
             *ROCKETMQ_OPTS,
             # Store, logs and name-server files stay inside the infra dir.
             f"-Duser.home={home}",
@@ -538,6 +547,6 @@ def rocketmq_plan(settings: InfraSettings, root: Path, java: str, classpath: str
 
 
 def wipe(root: Path) -> None:
-    """Remove a broker's data, configs and logs (``--fresh``)."""
-    for sub in ("data", "conf", "logs"):
+    """Remove a broker's data, configs, logs and temp files (``--fresh``)."""
+    for sub in ("data", "conf", "logs", tmp_dir(root).name):
         shutil.rmtree(root / sub, ignore_errors=True)

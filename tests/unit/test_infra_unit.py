@@ -15,7 +15,7 @@ import pytest
 from bench.errors import ArtifactError, BrokerStartError, ConfigError, EnvironmentProblem, PortInUse
 from bench.infra import artifacts, health, java, ports, process
 from bench.infra.process import ProcessSpec
-from bench.infra.topology import InfraSettings, pulsar_plan, rocketmq_plan
+from bench.infra.topology import InfraSettings, pulsar_plan, rocketmq_plan, wipe
 
 
 def _fake_java(tmp_path: Path, banner: str) -> Path:
@@ -210,3 +210,22 @@ def test_plans_bind_loopback_and_do_not_clash(tmp_path: Path, topology: str) -> 
     proxy_conf = (tmp_path / "pulsar" / "conf" / "proxy.conf").read_text()
     assert broker_ports
     assert f"brokerProxyAllowedTargetPorts={','.join(broker_ports)}\n" in proxy_conf
+
+
+@pytest.mark.parametrize("topology", ["standalone", "cluster"])
+def test_every_jvm_keeps_its_temp_files_under_its_broker_root(
+    tmp_path: Path, topology: str
+) -> None:
+    # RocksDB's native library alone is ~12 MiB per start and is left behind by kill -9.
+    settings = InfraSettings(topology=topology, proxy=True)  # type: ignore[arg-type]
+    for broker, plan_of in (("pulsar", pulsar_plan), ("rocketmq", rocketmq_plan)):
+        root = tmp_path / broker
+        plan = plan_of(settings, root, "java", "cp")
+        specs = [*plan.specs, *plan.oneshot_after.values()]
+        assert specs
+        for spec in specs:
+            assert f"-Djava.io.tmpdir={root / 'tmp'}" in spec.argv, spec.name
+        (root / "tmp" / "librocksdbjni1.so").parent.mkdir(parents=True, exist_ok=True)
+        (root / "tmp" / "librocksdbjni1.so").write_bytes(b"x")
+        wipe(root)
+        assert not (root / "tmp").exists()
