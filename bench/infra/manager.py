@@ -333,11 +333,18 @@ class Infra:
         return [trip for _, trip in trips]
 
     def down(self, timeout_s: float = 60.0) -> list[str]:
-        """Stop every process this infra started (reverse start order); return their names."""
+        """Stop every process this infra started, in reverse plan order; return their names.
+
+        Plan order, not record order: a process restarted after kill -9 is recorded last, and
+        stopping it first (a name server, ZooKeeper) left the brokers' shutdown waiting on it.
+        """
         specs = self.specs()
+        records = self.records()
+        order = {name: i for i, name in enumerate(specs)}
         stopped: list[str] = []
         errors: list[str] = []
-        for name, rec in reversed(list(self.records().items())):
+        for name in sorted(records, key=lambda n: order.get(n, len(order)), reverse=True):
+            rec = records[name]
             try:
                 stop(rec, timeout_s)
                 stopped.append(name)

@@ -14,6 +14,7 @@ import pytest
 
 from bench.errors import ArtifactError, BrokerStartError, ConfigError, EnvironmentProblem, PortInUse
 from bench.infra import artifacts, health, java, ports, process
+from bench.infra.manager import STATE_SCHEMA_VERSION, Infra
 from bench.infra.process import ProcessSpec
 from bench.infra.topology import InfraSettings, pulsar_plan, rocketmq_plan, wipe
 
@@ -229,3 +230,38 @@ def test_every_jvm_keeps_its_temp_files_under_its_broker_root(
         (root / "tmp" / "librocksdbjni1.so").write_bytes(b"x")
         wipe(root)
         assert not (root / "tmp").exists()
+
+
+def test_down_stops_in_reverse_plan_order_even_after_a_restart(tmp_path: Path) -> None:
+    # A process restarted after kill -9 is recorded last; down() must still stop the name
+    # server (started first) after the brokers that talk to it.
+    order_file = tmp_path / "stopped.txt"
+    script = (
+        "import signal, sys, time\n"
+        "def bye(*_):\n"
+        f"    open({str(order_file)!r}, 'a').write(sys.argv[1] + '\\n'); sys.exit(0)\n"
+        "signal.signal(signal.SIGTERM, bye)\n"
+        "time.sleep(60)\n"
+    )
+    specs = [
+        ProcessSpec(
+            name=f"demo/{n}",
+            argv=(sys.executable, "-c", script, n),
+            cwd=str(tmp_path),
+            log=str(tmp_path / f"{n}.log"),
+        )
+        for n in ("namesrv", "broker")
+    ]
+    infra = Infra(tmp_path / "infra")
+    infra._save(
+        {
+            "schema_version": STATE_SCHEMA_VERSION,
+            "brokers": {"demo": {"endpoints": {}, "specs": [s.to_json() for s in specs]}},
+        }
+    )
+    for spec in reversed(specs):  # records: broker first, namesrv last (as after a restart)
+        infra._set_record(process.start(spec), spec.name)
+    assert list(infra.records()) == ["demo/broker", "demo/namesrv"]
+    time.sleep(0.5)  # both have installed their SIGTERM handler
+    assert infra.down(timeout_s=10) == ["demo/broker", "demo/namesrv"]
+    assert order_file.read_text().split() == ["broker", "namesrv"]
