@@ -157,7 +157,7 @@ def finish(
     error: str | None = None,
     phases: Sequence[str] = ("measure",),
     drained: bool = True,
-    drain_timeout_s: float | None = None,
+    drain_note: str = "",
 ) -> dict[str, Any]:
     """Write the step's series, resources and histograms; return its record.
 
@@ -166,7 +166,7 @@ def finish(
     """
     if not drained and loss is not None and loss.get("lost"):
         note = (
-            f"the drain did not finish within {drain_timeout_s or 0:.0f} s: "
+            f"the drain did not finish ({drain_note or 'no reason given'}): "
             f"{loss['lost']} acknowledged messages had not arrived yet, so 'lost' is an "
             "upper bound, not a confirmed loss"
         )

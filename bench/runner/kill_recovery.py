@@ -288,6 +288,9 @@ def run_step(ctx: StepContext) -> dict[str, Any]:
             until=until,
             phase_of=phase_of,
             drain_timeout_s=prof.drain_timeout_s,
+            # After a kill a consumer may sit 15 s before it is re-created: the profile's cap
+            # alone decides.
+            drain_stall_s=None,
             progress_tick=ctx.progress.tick,
         )
         probe.stop()
@@ -391,5 +394,5 @@ def run_step(ctx: StepContext) -> dict[str, Any]:
         status="errors" if problems else "ok",
         error="; ".join(problems) or None,
         drained=result.drained,
-        drain_timeout_s=prof.drain_timeout_s,
+        drain_note=result.drain_note,
     )

@@ -14,7 +14,7 @@ from bench.runner.common import (
     start_meter,
     step_topic_names,
 )
-from bench.runner.load import LoadPlan, run_load
+from bench.runner.load import DRAIN_CAP_S, LoadPlan, run_load
 from bench.runner.record import loss_totals, skipped_record, step_record
 from bench.scenarios.model import SendFrequencyProfile
 
@@ -75,7 +75,8 @@ def run_step(ctx: StepContext) -> dict[str, Any]:
             meter,
             prof.duration_s,
             progress_tick=ctx.progress.tick,
-            drain_timeout_s=30.0,
+            # ONEWAY has no acknowledgements, so no loss to settle: no drain to wait for.
+            drain_timeout_s=0.0 if send_mode == "oneway" else DRAIN_CAP_S,
         )
         after = driver.broker_stats(topics).get("messages_in", 0)
     merged, window = meter.window()
@@ -115,7 +116,7 @@ def run_step(ctx: StepContext) -> dict[str, Any]:
         ctx,
         meter,
         drained=result.drained,
-        drain_timeout_s=30.0,
+        drain_note=result.drain_note,
         started_at=started,
         offered_rate_per_s=rate,
         extra=extra,

@@ -89,7 +89,7 @@ def run_step(ctx: StepContext) -> dict[str, Any]:
         ctx,
         meter,
         drained=result.drained,
-        drain_timeout_s=30.0,
+        drain_note=result.drain_note,
         started_at=started,
         offered_rate_per_s=prof.publish_rate_per_s,
         extra=extra,

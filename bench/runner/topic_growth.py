@@ -203,7 +203,7 @@ def _run_step(ctx: StepContext) -> dict[str, Any]:
         ctx,
         meter,
         drained=result.drained,
-        drain_timeout_s=30.0,
+        drain_note=result.drain_note,
         started_at=started,
         offered_rate_per_s=prof.rate_per_s,
         extra=extra,

@@ -743,7 +743,9 @@ class _Worker:
         next_stats = self.go_mono + spec.stats_interval_s
         next_ledger = self.go_mono + spec.ledger_interval_s
         drain_deadline: float | None = None
-        drain_started = next_drain_check = 0.0
+        drain_started = next_drain_check = drain_progress_at = 0.0
+        drain_stall_s: float | None = None
+        drain_fewest = -1
         code = 0
         while not self.stopping.is_set():
             try:
@@ -763,8 +765,11 @@ class _Worker:
                 self.emit("ledger", {"ledger": self.book.to_dict()})
             elif cmd == "drain":
                 self.stop_producing.set()
-                drain_started = now
+                drain_started = drain_progress_at = now
                 drain_deadline = now + float(args["timeout_s"])
+                stall = args.get("stall_s")
+                drain_stall_s = float(stall) if stall is not None else None
+                drain_fewest = -1
             if warmup_end is not None and now >= warmup_end:
                 self.ship(warmup=True, with_ledger=False)
                 warmup_end = None
@@ -783,13 +788,18 @@ class _Worker:
                 next_drain_check = now + 0.2
                 sending = self.limiter.in_flight > 0 or any(t.is_alive() for t in self.senders)
                 missing = -1 if sending else self.undelivered()
-                if missing == 0 or now >= drain_deadline:
+                if sending or drain_fewest < 0 or missing < drain_fewest:
+                    drain_progress_at = now  # acks still coming in, or messages arriving
+                    drain_fewest = missing
+                stalled = drain_stall_s is not None and now - drain_progress_at >= drain_stall_s
+                if missing == 0 or now >= drain_deadline or stalled:
                     self.emit(
                         "drained",
                         {
                             "ok": missing == 0,
                             "undelivered": missing,
                             "seconds": now - drain_started,
+                            "stalled": stalled and missing != 0,
                             "ledger": self.book.to_dict(),
                         },
                     )
@@ -939,6 +949,8 @@ class WorkerPool:
         self._stats: list[IntervalStats] = []
         self.events: list[tuple[str, str, dict[str, Any]]] = []
         """Every non-stats event received: (kind, worker id, payload)."""
+        self.drain_reports: list[dict[str, Any]] = []
+        """Each worker's outcome of the last :meth:`drain`."""
         self._closed = False
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -1084,21 +1096,25 @@ class WorkerPool:
         """Stop every worker's producers; consumers keep running."""
         self._broadcast("stop_producers")
 
-    def drain(self, timeout_s: float) -> bool:
+    def drain(self, timeout_s: float, stall_s: float | None = None) -> bool:
         """Stop producing, then keep consuming until every acknowledged message (ONEWAY: every
-        sent one) has been received by every reconciled subscription, or ``timeout_s`` passes.
+        sent one) has been received by every reconciled subscription, or ``timeout_s`` passes,
+        or (given ``stall_s``) a worker's count of missing messages has not fallen for
+        ``stall_s``: a slow consumer gets the time it needs, a stuck one does not.
 
-        Returns True when every worker drained completely. Stats that arrive meanwhile are
-        kept for the next :meth:`poll`.
+        Returns True when every worker drained completely; :attr:`drain_reports` then holds
+        each worker's outcome (``ok``, ``undelivered``, ``seconds``, ``stalled``). Stats that
+        arrive meanwhile are kept for the next :meth:`poll`.
         """
         for h in self._workers.values():
             h.drained = None
-        self._broadcast("drain", {"timeout_s": timeout_s})
+        self._broadcast("drain", {"timeout_s": timeout_s, "stall_s": stall_s})
         deadline = time.monotonic() + timeout_s + 10.0
         while time.monotonic() < deadline and any(
             h.drained is None and h.exited is None for h in self._workers.values()
         ):
             self._pump(0.2)
+        self.drain_reports = [h.drained for h in self._workers.values() if h.drained is not None]
         return all(h.drained is not None and h.drained.get("ok") for h in self._workers.values())
 
     def ledgers(self, timeout_s: float = 10.0) -> LedgerBook:

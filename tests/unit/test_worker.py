@@ -41,6 +41,7 @@ from bench.errors import DriverError
 from bench.infra.topology import Endpoints
 from bench.metrics.intervals import ACKED, RECEIVED, SENT, IntervalStats, merge
 from bench.metrics.ledger import decode_payload
+from bench.runner.load import drain_note
 from bench.runner.worker import (
     H_E2E,
     H_PUBLISH,
@@ -340,6 +341,34 @@ def test_ledger_is_exact_with_injected_loss_duplicates_and_failures(fake_driver:
     failures = 2 * per_worker - expected_acked
     assert merged.counters.get("send_errors", 0) == failures
     assert merged.errors == {"send.broker_error": failures}
+
+
+def test_a_stalled_drain_ends_early_and_says_why(fake_driver: str) -> None:
+    # Every 10th message is dropped: the drain can never finish. With a stall limit it ends
+    # once nothing has arrived for that long, well before its cap; without one, at the cap.
+    spec = _spec(
+        "s0",
+        ["a"],
+        rate_per_s=None,
+        max_in_flight=50,
+        max_messages=200,
+        driver_settings={"drop_every": 10},
+    )
+    outcomes = {}
+    for stall in (1.0, None):
+        with WorkerPool() as pool:
+            pool.start([spec])
+            _until_producers_done(pool, 30.0)
+            outcomes[stall] = (pool.drain(timeout_s=4.0, stall_s=stall), pool.drain_reports)
+            pool.stop()
+    drained, reports = outcomes[1.0]
+    assert not drained and reports[0]["seconds"] < 4.0, reports
+    assert [(r["ok"], r["undelivered"], r["stalled"]) for r in reports] == [(False, 20, True)]
+    assert drain_note(reports, 4.0, 1.0).endswith("when no message had arrived for 1 s")
+    drained, reports = outcomes[None]
+    assert not drained and reports[0]["seconds"] >= 4.0, reports
+    assert [(r["undelivered"], r["stalled"]) for r in reports] == [(20, False)]
+    assert drain_note(reports, 4.0, None) == "it did not finish within 4 s"
 
 
 def test_closed_loop_sync_and_oneway_modes(fake_driver: str) -> None:
