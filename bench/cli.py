@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from typing import Literal, cast
 
 import click
@@ -193,16 +194,19 @@ def infra_restart(infra_obj: object, name: str) -> None:
 @infra.command("fetch")
 def infra_fetch() -> None:
     """Resolve every broker runtime's jars from Maven Central into the cache (once)."""
-    from bench.infra.artifacts import RUNTIMES, cache_size_bytes, ensure_classpath, pinned_version
+    from bench.infra.artifacts import cache_size_bytes, ensure_classpaths, pinned_version
     from bench.infra.java import find_java
 
     rt = find_java()
     click.echo(f"java: {rt.executable} ({rt.version})")
-    for runtime in RUNTIMES:
-        cp = ensure_classpath(runtime)
+    started = time.monotonic()
+    for cp in ensure_classpaths():
         how = f"resolved in {cp.resolve_seconds:.1f} s" if cp.resolve_seconds else "cached"
-        click.echo(f"{runtime} {pinned_version(runtime)}: {len(cp.jars)} jars, {how}")
-    click.echo(f"cache: {cache_size_bytes() / 2**20:.0f} MiB")
+        click.echo(f"{cp.runtime} {pinned_version(cp.runtime)}: {len(cp.jars)} jars, {how}")
+    click.echo(
+        f"cache: {cache_size_bytes() / 2**20:.0f} MiB; "
+        f"{time.monotonic() - started:.1f} s (runtimes resolved in parallel)"
+    )
 
 
 @infra.command("smoke")

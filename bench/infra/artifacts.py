@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -139,6 +140,21 @@ def ensure_classpath(runtime: str, *, offline: bool = False) -> Classpath:
         if not jars:
             raise ArtifactError(f"Maven reported success but {target} lists missing jars")
         return Classpath(runtime, jars, time.monotonic() - started)
+
+
+def ensure_classpaths(runtimes: tuple[str, ...] = RUNTIMES) -> list[Classpath]:
+    """Resolve several runtimes at once, one Maven process each (in ``runtimes`` order).
+
+    Resolution is mostly waiting on Maven Central round trips, one POM at a time within a
+    process, so separate processes overlap that waiting; the shared local repository is safe
+    for this (Maven's resolver locks each file it downloads). All failures are reported.
+    """
+    with ThreadPoolExecutor(max_workers=len(runtimes) or 1) as pool:
+        futures = [pool.submit(ensure_classpath, runtime) for runtime in runtimes]
+    errors = [str(f.exception()) for f in futures if f.exception() is not None]
+    if errors:
+        raise ArtifactError("; ".join(errors))
+    return [f.result() for f in futures]
 
 
 def cache_size_bytes() -> int:

@@ -90,6 +90,11 @@ def test_unknown_runtime_is_refused() -> None:
         artifacts.pom_path("kafka")
 
 
+def test_parallel_resolution_reports_every_failure() -> None:
+    with pytest.raises(ArtifactError, match=r"unknown runtime 'kafka'.*unknown runtime 'nats'"):
+        artifacts.ensure_classpaths(("kafka", "nats"))
+
+
 def test_settings_refuse_unknown_broker_and_topology() -> None:
     with pytest.raises(ConfigError, match="unknown broker 'kafka'"):
         InfraSettings(brokers=("kafka",))  # type: ignore[arg-type]
