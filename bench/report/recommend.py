@@ -46,6 +46,7 @@ import pandas as pd
 import yaml
 
 from bench.errors import ConfigError
+from bench.results import frames
 
 DIMENSIONS: dict[str, str] = {
     "topic_growth": "Topic growth",
@@ -713,8 +714,7 @@ def _recovery(fr: dict[str, pd.DataFrame], s: Settings) -> list[Verdict]:
     for x, f in zip((a, b), lost, strict=True):
         f.detail = f"lost {sum(f.values):,.0f} acknowledged message(s) over {label}"
         # A drain that did not finish leaves "lost" an upper bound, not a confirmed loss.
-        errors = sel[x]["error"] if "error" in sel[x] else pd.Series([], dtype=object)
-        undrained = sel[x][errors.fillna("").astype(str).str.contains("upper bound")]
+        undrained = sel[x][frames.drain_unfinished(sel[x])]
         f.problems += [
             f"{r.step_id}: drain unfinished, lost is an upper bound" for r in undrained.itertuples()
         ][:5]

@@ -120,3 +120,15 @@ def concat(frames_: Sequence[pd.DataFrame]) -> pd.DataFrame:
     if not non_empty:
         return frames_[0].iloc[0:0].copy() if frames_ else pd.DataFrame()
     return pd.concat(non_empty, ignore_index=True, sort=False)
+
+
+def drain_unfinished(steps: pd.DataFrame) -> pd.Series:
+    """Per step: True where the drain ended before every acknowledged message arrived, so
+    ``loss.lost`` is an upper bound. Read from ``drain_complete``, or for runs made before
+    that metric existed, from the step's error ("... an upper bound ...")."""
+    unfinished = pd.Series(False, index=steps.index)
+    if "error" in steps:
+        unfinished |= steps["error"].fillna("").astype(str).str.contains("upper bound")
+    if "drain_complete" in steps:
+        unfinished |= steps["drain_complete"].map(lambda v: v is False)
+    return unfinished.astype(bool)

@@ -4,7 +4,8 @@
 a run: the mean over the run's repetitions of that point (kill-9 repeats steps within a run),
 with the run id, start time and git revision. Only usable steps contribute: ``ok``, and
 ``errors`` for kill-9 (send errors during the outage are what it measures); failed, skipped and
-errored steps elsewhere would put broken figures into the baseline.
+errored steps elsewhere would put broken figures into the baseline. Nor do the loss counts of
+a step whose drain did not finish (``lost`` is then an upper bound, not a count).
 
 Appending a run twice adds nothing; a synthetic run (``metadata.synthetic``) is refused unless
 ``allow_synthetic`` is given, so test fixtures never enter a real history. The file carries its
@@ -22,6 +23,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from bench.results.frames import drain_unfinished
 from bench.results.schema import HEADLINE_METRICS, ResultsError
 from bench.results.store import Run
 
@@ -79,9 +81,12 @@ def headline_figures(run: Run) -> list[Figure]:
         (steps["status"] == "ok")
         | ((steps["status"] == "errors") & (steps["kind"] == "kill-9-recovery"))
     ]
+    undrained = drain_unfinished(usable)
     values: dict[tuple[str, str, str, str], list[float]] = {}
-    for rec in usable.to_dict("records"):
+    for rec, unfinished in zip(usable.to_dict("records"), undrained, strict=True):
         for metric in HEADLINE_METRICS.get(str(rec["kind"]), {}):
+            if unfinished and metric.startswith("loss."):
+                continue  # a bound, not a count: it would read as a loss (or a fix) next night
             v = rec.get(metric)
             if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
                 continue

@@ -204,11 +204,15 @@ COMMON_METRICS: dict[str, MetricType] = {
     "host_disk_write_bytes_per_s": "number",
     "gc_pause_ms": "number",
     "broker_messages_in": "int",
+    "drain_complete": "bool",
 }
-"""Metrics any step may carry. ``broker_cpu_pct`` and ``client_cpu_pct`` (our worker
-processes) are the window's means (100 = one core), ``host_cpu_pct`` too (100 = every core);
-``client_bound`` says the host was CPU-saturated with a large share going to our workers;
-``broker_rss_bytes``, ``broker_threads``, ``broker_open_files`` are the window's maxima."""
+"""Metrics any step may carry. ``drain_complete`` (steps with a loss ledger): every
+acknowledged message arrived before the drain ended; when False, ``loss.lost`` is an upper
+bound and ``loss.duplicated`` a lower one (runs before it existed say so in ``error``).
+``broker_cpu_pct`` and ``client_cpu_pct`` (our worker processes) are the window's means
+(100 = one core), ``host_cpu_pct`` too (100 = every core); ``client_bound`` says the host was
+CPU-saturated with a large share going to our workers; ``broker_rss_bytes``,
+``broker_threads``, ``broker_open_files`` are the window's maxima."""
 
 KIND_METRICS: dict[str, dict[str, MetricType]] = {
     "topic-growth": {

@@ -166,7 +166,7 @@ def finish(
     """
     if not drained and loss is not None and loss.get("lost"):
         note = (
-            f"the drain did not finish ({drain_note or 'no reason given'}): "
+            f"{drain_note or 'the drain did not finish'}: "
             f"{loss['lost']} acknowledged messages had not arrived yet, so 'lost' is an "
             "upper bound, not a confirmed loss"
         )
@@ -176,6 +176,8 @@ def finish(
     metrics, window = meter.metrics(offered_rate_per_s, phases)
     metrics.update(meter.resource_metrics(rows, window, broker_process_names(ctx)))
     metrics.update(extra)
+    if loss is not None:
+        metrics["drain_complete"] = drained
     ctx.run.write_series(meter.series_rows())
     for row in rows:
         row.setdefault("step_id", ctx.step.step_id)

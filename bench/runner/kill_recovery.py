@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 
 PROBE_INTERVAL_S = 0.05
 RESTART_CAP_S = 300.0
+KILL_DRAIN_STALL_S = 30.0  # a drain with no message arriving for this long ends early
 
 
 @dataclass
@@ -288,9 +289,8 @@ def run_step(ctx: StepContext) -> dict[str, Any]:
             until=until,
             phase_of=phase_of,
             drain_timeout_s=prof.drain_timeout_s,
-            # After a kill a consumer may sit 15 s before it is re-created: the profile's cap
-            # alone decides.
-            drain_stall_s=None,
+            # Longer than the 15 s a consumer may sit after a kill before it is re-created.
+            drain_stall_s=KILL_DRAIN_STALL_S,
             progress_tick=ctx.progress.tick,
         )
         probe.stop()

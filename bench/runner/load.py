@@ -50,8 +50,11 @@ def drain_note(reports: Sequence[dict[str, Any]], timeout_s: float, stall_s: flo
     """How a drain that did not finish ended: at its cap, or early because it stalled."""
     seconds = max((float(r.get("seconds", 0.0)) for r in reports), default=timeout_s)
     if stall_s is not None and any(r.get("stalled") for r in reports):
-        return f"it stopped after {seconds:.0f} s, when no message had arrived for {stall_s:.0f} s"
-    return f"it did not finish within {timeout_s:.0f} s"
+        return (
+            f"the drain stopped after {seconds:.0f} s, when no message had arrived "
+            f"for {stall_s:.0f} s"
+        )
+    return f"the drain did not finish within {timeout_s:.0f} s"
 
 
 @dataclass

@@ -323,7 +323,8 @@ class KillRecoveryProfile(ProfileBase):
     A step: sequenced load at ``rate_per_s``; ``warmup_s`` in, the pre-kill baseline starts;
     at ``kill_after_s`` the broker gets SIGKILL; it is restarted per the policy; the load runs
     ``observe_after_restart_s`` more (after the kill, for policy ``none``); then the consumers
-    drain for up to ``drain_timeout_s`` and the loss ledger is settled.
+    drain while messages keep arriving, for up to ``drain_timeout_s`` (30 s with none arriving
+    ends it), and the loss ledger is settled.
     """
 
     unknown_key_hints: ClassVar[dict[str, str]] = {"duration_s": _NO_DURATION}

@@ -128,6 +128,8 @@ class _Gen:
         if kind in self.spec.undrained_kinds and status == "ok":
             status = "errors"
             error = "the drain did not finish within 30 s: 'lost' is an upper bound"
+        if loss is not None:
+            metrics["drain_complete"] = kind not in self.spec.undrained_kinds
         if metrics.get("create_stopped"):
             status = "failed"
             error = f"topic creation stopped at {metrics['topics_created']:,} topics"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 import sqlite3
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from click.testing import CliRunner
 
 from bench.report import commands
 from bench.report.regress import RegressionFound, assess, detect
+from bench.results.frames import drain_unfinished
 from bench.results.history import Figure, History, headline_figures
 from bench.results.schema import ResultsError
 from bench.results.store import load_run
@@ -124,6 +126,24 @@ def test_history_keeps_kill_repetitions_as_one_mean(tmp_path: Path) -> None:
     assert f.n == 3 and f.step_key == "pulsar-path=direct-restart=manual-session_timeout_ms=30000"
     steps = run.steps[run.steps["broker"] == "pulsar"]
     assert f.value == pytest.approx(steps["unavailability_s"].mean())
+
+
+def test_an_unfinished_drain_puts_no_loss_figure_into_the_history(tmp_path: Path) -> None:
+    # Its "lost" is an upper bound: in the history it would read as a loss next to nights
+    # that lost none (a real nightly run flagged 207 "lost" that had simply not arrived yet).
+    spec = Spec(kinds=("kill-9-recovery",), kill_reps=1, kill_points=(("direct", "manual"),))
+    drained = load_run(make_run(tmp_path / "a", spec))
+    undrained = load_run(
+        make_run(tmp_path / "b", replace(spec, undrained_kinds=("kill-9-recovery",)))
+    )
+    assert {f.metric for f in headline_figures(drained)} >= {"loss.lost", "loss.duplicated"}
+    metrics = {f.metric for f in headline_figures(undrained)}
+    assert "unavailability_s" in metrics
+    assert not any(m.startswith("loss.") for m in metrics)
+    # Runs made before drain_complete existed say it in the error only.
+    legacy = undrained.steps.drop(columns=["drain_complete"])
+    assert drain_unfinished(legacy).all() and drain_unfinished(undrained.steps).all()
+    assert not drain_unfinished(drained.steps).any()
 
 
 def test_history_refuses_unknown_schema(tmp_path: Path) -> None:

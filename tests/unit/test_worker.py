@@ -368,7 +368,7 @@ def test_a_stalled_drain_ends_early_and_says_why(fake_driver: str) -> None:
     drained, reports = outcomes[None]
     assert not drained and reports[0]["seconds"] >= 4.0, reports
     assert [(r["undelivered"], r["stalled"]) for r in reports] == [(20, False)]
-    assert drain_note(reports, 4.0, None) == "it did not finish within 4 s"
+    assert drain_note(reports, 4.0, None) == "the drain did not finish within 4 s"
 
 
 def test_closed_loop_sync_and_oneway_modes(fake_driver: str) -> None:
