@@ -7,12 +7,14 @@ records only, so nothing the suite did not start is ever signalled.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
 import subprocess
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -46,6 +48,13 @@ Progress = Callable[[str], None]
 
 def _quiet(_: str) -> None:
     pass
+
+
+def _stop_group(spec: ProcessSpec | None, name: str) -> str:
+    """Peers stopped at once share a key; any other process is a group of its own."""
+    if spec and spec.stop_group:
+        return f"group:{name.split('/', 1)[0]}/{spec.stop_group}"
+    return f"process:{name}"
 
 
 def _empty_tmp(broker_root: Path) -> None:
@@ -343,14 +352,17 @@ class Infra:
         order = {name: i for i, name in enumerate(specs)}
         stopped: list[str] = []
         errors: list[str] = []
-        for name in sorted(records, key=lambda n: order.get(n, len(order)), reverse=True):
-            rec = records[name]
-            try:
-                stop(rec, timeout_s)
-                stopped.append(name)
-                self._set_record(None, name)
-            except Exception as exc:
-                errors.append(f"{name}: {exc}")
+        names = sorted(records, key=lambda n: order.get(n, len(order)), reverse=True)
+        for _, group in itertools.groupby(names, key=lambda n: _stop_group(specs.get(n), n)):
+            batch = list(group)
+            with ThreadPoolExecutor(max_workers=len(batch)) as pool:
+                futures = {n: pool.submit(stop, records[n], timeout_s) for n in batch}
+            for name, future in futures.items():
+                if future.exception() is None:
+                    stopped.append(name)
+                    self._set_record(None, name)
+                else:
+                    errors.append(f"{name}: {future.exception()}")
         ports = [p for s in specs.values() for p in s.ports.values()]
         busy = wait_closed(ports, 15.0)
         data = self._load()

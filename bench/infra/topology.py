@@ -336,6 +336,7 @@ def pulsar_plan(settings: InfraSettings, root: Path, java: str, classpath: str) 
                     ports={f"pulsar broker-{i}": bp, f"pulsar web-{i}": wp},
                     data_dirs=(str(bdir),),
                     ready_port=wp,
+                    stop_group="brokers",
                 )
             )
 
@@ -512,6 +513,7 @@ def rocketmq_plan(settings: InfraSettings, root: Path, java: str, classpath: str
                     env=env,
                     data_dirs=(str(bdir),),
                     ready_port=lp,
+                    stop_group="brokers",
                 )
             )
         pdir = root / "data" / "proxy"

@@ -237,14 +237,17 @@ def test_every_jvm_keeps_its_temp_files_under_its_broker_root(
         assert not (root / "tmp").exists()
 
 
-def test_down_stops_in_reverse_plan_order_even_after_a_restart(tmp_path: Path) -> None:
-    # A process restarted after kill -9 is recorded last; down() must still stop the name
-    # server (started first) after the brokers that talk to it.
-    order_file = tmp_path / "stopped.txt"
+def test_down_stops_in_reverse_plan_order_and_peers_at_once(tmp_path: Path) -> None:
+    # The state file keeps records by name, so reversing the records stopped the name server
+    # before the brokers that talk to it; down() goes by the plan. The two brokers are peers
+    # (one stop group): both get SIGTERM before either has finished its (1 s) shutdown.
+    log = tmp_path / "stopping.txt"
     script = (
         "import signal, sys, time\n"
         "def bye(*_):\n"
-        f"    open({str(order_file)!r}, 'a').write(sys.argv[1] + '\\n'); sys.exit(0)\n"
+        f"    open({str(log)!r}, 'a').write('term ' + sys.argv[1] + '\\n')\n"
+        "    time.sleep(1.0)\n"
+        f"    open({str(log)!r}, 'a').write('exit ' + sys.argv[1] + '\\n'); sys.exit(0)\n"
         "signal.signal(signal.SIGTERM, bye)\n"
         "time.sleep(60)\n"
     )
@@ -254,8 +257,9 @@ def test_down_stops_in_reverse_plan_order_even_after_a_restart(tmp_path: Path) -
             argv=(sys.executable, "-c", script, n),
             cwd=str(tmp_path),
             log=str(tmp_path / f"{n}.log"),
+            stop_group="" if n == "namesrv" else "brokers",
         )
-        for n in ("namesrv", "broker")
+        for n in ("namesrv", "broker-a", "broker-b")
     ]
     infra = Infra(tmp_path / "infra")
     infra._save(
@@ -264,9 +268,12 @@ def test_down_stops_in_reverse_plan_order_even_after_a_restart(tmp_path: Path) -
             "brokers": {"demo": {"endpoints": {}, "specs": [s.to_json() for s in specs]}},
         }
     )
-    for spec in reversed(specs):  # records: broker first, namesrv last (as after a restart)
+    for spec in specs:
         infra._set_record(process.start(spec), spec.name)
-    assert list(infra.records()) == ["demo/broker", "demo/namesrv"]
-    time.sleep(0.5)  # both have installed their SIGTERM handler
-    assert infra.down(timeout_s=10) == ["demo/broker", "demo/namesrv"]
-    assert order_file.read_text().split() == ["broker", "namesrv"]
+    assert list(infra.records()) == ["demo/broker-a", "demo/broker-b", "demo/namesrv"]
+    time.sleep(0.5)  # all have installed their SIGTERM handler
+    assert infra.down(timeout_s=10) == ["demo/broker-b", "demo/broker-a", "demo/namesrv"]
+    lines = log.read_text().splitlines()
+    assert sorted(lines[:2]) == ["term broker-a", "term broker-b"], lines
+    assert sorted(lines[2:4]) == ["exit broker-a", "exit broker-b"], lines
+    assert lines[4:] == ["term namesrv", "exit namesrv"], lines
