@@ -344,8 +344,9 @@ class Infra:
     def down(self, timeout_s: float = 60.0) -> list[str]:
         """Stop every process this infra started, in reverse plan order; return their names.
 
-        Plan order, not record order: a process restarted after kill -9 is recorded last, and
-        stopping it first (a name server, ZooKeeper) left the brokers' shutdown waiting on it.
+        Plan order, not record order: the state file keeps records sorted by name, so reversing
+        them stopped RocketMQ's name server and Pulsar's ZooKeeper before the brokers that talk
+        to them. Peers of one stop group (a cluster's brokers) are stopped at once.
         """
         specs = self.specs()
         records = self.records()
