@@ -359,11 +359,11 @@ class Infra:
             with ThreadPoolExecutor(max_workers=len(batch)) as pool:
                 futures = {n: pool.submit(stop, records[n], timeout_s) for n in batch}
             for name, future in futures.items():
-                if future.exception() is None:
+                if (exc := future.exception()) is None:
                     stopped.append(name)
                     self._set_record(None, name)
                 else:
-                    errors.append(f"{name}: {future.exception()}")
+                    errors.append(f"{name}: {exc}")
         ports = [p for s in specs.values() for p in s.ports.values()]
         busy = wait_closed(ports, 15.0)
         data = self._load()

@@ -742,10 +742,8 @@ class _Worker:
         self.start_senders()
         next_stats = self.go_mono + spec.stats_interval_s
         next_ledger = self.go_mono + spec.ledger_interval_s
-        drain_deadline: float | None = None
-        drain_started = next_drain_check = drain_progress_at = 0.0
-        drain_stall_s: float | None = None
-        drain_fewest = -1
+        drain: _Drain | None = None
+        next_drain_check = 0.0
         code = 0
         while not self.stopping.is_set():
             try:
@@ -765,11 +763,9 @@ class _Worker:
                 self.emit("ledger", {"ledger": self.book.to_dict()})
             elif cmd == "drain":
                 self.stop_producing.set()
-                drain_started = drain_progress_at = now
-                drain_deadline = now + float(args["timeout_s"])
                 stall = args.get("stall_s")
-                drain_stall_s = float(stall) if stall is not None else None
-                drain_fewest = -1
+                stall_s = float(stall) if stall is not None else None
+                drain = _Drain(now, float(args["timeout_s"]), stall_s)
             if warmup_end is not None and now >= warmup_end:
                 self.ship(warmup=True, with_ledger=False)
                 warmup_end = None
@@ -783,27 +779,14 @@ class _Worker:
             if not self.producers_done_sent and not any(t.is_alive() for t in self.senders):
                 self.producers_done_sent = True
                 self.emit("producers_done", {"sent": sum(s.seq for s in self.slots)})
-            if drain_deadline is not None and now >= next_drain_check:
+            if drain is not None and now >= next_drain_check:
                 # Reconciling is not free: a few times a second is enough.
                 next_drain_check = now + 0.2
                 sending = self.limiter.in_flight > 0 or any(t.is_alive() for t in self.senders)
-                missing = -1 if sending else self.undelivered()
-                if sending or drain_fewest < 0 or missing < drain_fewest:
-                    drain_progress_at = now  # acks still coming in, or messages arriving
-                    drain_fewest = missing
-                stalled = drain_stall_s is not None and now - drain_progress_at >= drain_stall_s
-                if missing == 0 or now >= drain_deadline or stalled:
-                    self.emit(
-                        "drained",
-                        {
-                            "ok": missing == 0,
-                            "undelivered": missing,
-                            "seconds": now - drain_started,
-                            "stalled": stalled and missing != 0,
-                            "ledger": self.book.to_dict(),
-                        },
-                    )
-                    drain_deadline = None
+                outcome = drain.check(now, -1 if sending else self.undelivered())
+                if outcome is not None:
+                    self.emit("drained", {**outcome, "ledger": self.book.to_dict()})
+                    drain = None
             if now >= self.hard_deadline:
                 code = 3
                 break
@@ -919,6 +902,36 @@ def worker_main(
 
 class WorkerFailed(BenchError):
     """A worker process failed to start or died."""
+
+
+@dataclass
+class _Drain:
+    """One worker's drain: it ends when nothing is missing, at its deadline, or once the count
+    of missing messages has not fallen for ``stall_s`` (``None``: never early)."""
+
+    started: float
+    timeout_s: float
+    stall_s: float | None
+    progress_at: float = field(init=False)
+    fewest: int = field(init=False, default=-1)
+
+    def __post_init__(self) -> None:
+        self.progress_at = self.started
+
+    def check(self, now: float, missing: int) -> dict[str, Any] | None:
+        """``missing`` is -1 while sends are still in flight. The outcome once it is over."""
+        if missing < 0 or self.fewest < 0 or missing < self.fewest:
+            self.progress_at = now  # acks still coming in, or messages arriving
+            self.fewest = missing
+        stalled = self.stall_s is not None and now - self.progress_at >= self.stall_s
+        if missing == 0 or now >= self.started + self.timeout_s or stalled:
+            return {
+                "ok": missing == 0,
+                "undelivered": missing,
+                "seconds": now - self.started,
+                "stalled": stalled and missing != 0,
+            }
+        return None
 
 
 @dataclass
