@@ -89,6 +89,7 @@ def infra_up(
     from bench.infra.topology import BROKERS, Broker, InfraSettings, Topology
 
     assert isinstance(infra_obj, Infra)
+    _stop_run_orphans()
     brokers = cast("tuple[Broker, ...]", BROKERS if broker == "all" else (broker,))
     settings = InfraSettings(
         brokers=brokers,
@@ -161,10 +162,28 @@ def infra_down(infra_obj: object) -> None:
     from bench.infra.manager import Infra
 
     assert isinstance(infra_obj, Infra)
+    _stop_run_orphans()
     stopped = infra_obj.down()
     click.echo(
         f"stopped {len(stopped)} process(es)" + (f": {', '.join(stopped)}" if stopped else "")
     )
+
+
+def _stop_run_orphans() -> None:
+    """Stop brokers a killed `bench run` left on the default run directory (if no run is live:
+    a live run holds that directory's lock, and its brokers are its own)."""
+    from bench.infra.lock import InfraInUse, InfraLock
+    from bench.infra.manager import stop_orphans
+    from bench.infra.paths import default_infra_dir
+
+    root = default_infra_dir() / "run"
+    if not root.is_dir():
+        return
+    try:
+        with InfraLock(root):
+            stop_orphans(root, _echo_progress)
+    except InfraInUse:
+        return
 
 
 @infra.command("kill")

@@ -26,8 +26,17 @@ from bench.infra import health
 from bench.infra.artifacts import ensure_classpath, pinned_version
 from bench.infra.java import find_java
 from bench.infra.paths import default_infra_dir
-from bench.infra.ports import accepts, ensure_free, wait_closed
-from bench.infra.process import ProcessRecord, ProcessSpec, Supervisor, kill9, start, stop, tail
+from bench.infra.ports import accepts, ensure_free, is_free, listener_pid, wait_closed
+from bench.infra.process import (
+    ProcessRecord,
+    ProcessSpec,
+    Supervisor,
+    identity,
+    kill9,
+    start,
+    stop,
+    tail,
+)
 from bench.infra.topology import (
     Broker,
     Endpoints,
@@ -152,10 +161,10 @@ class Infra:
         """Every process this infra started and still tracks, by name."""
         out: dict[str, ProcessRecord] = {}
         for entry in self._brokers(self._load()).values():
-            for name, rec in entry.get("records", {}).items():
-                out[name] = ProcessRecord(
-                    name, int(rec["pid"]), float(rec["create_time"]), float(rec["started_at"])
-                )
+            for name, raw in entry.get("records", {}).items():
+                rec = ProcessRecord.from_json(name, raw)
+                if rec is not None:
+                    out[name] = rec
         return out
 
     def specs(self) -> dict[str, ProcessSpec]:
@@ -181,11 +190,7 @@ class Infra:
         if rec is None:
             records.pop(name, None)
         else:
-            records[name] = {
-                "pid": rec.pid,
-                "create_time": rec.create_time,
-                "started_at": rec.started_at,
-            }
+            records[name] = rec.to_json()
         self._save(data)
 
     # -- up / down -------------------------------------------------------------------------
@@ -364,6 +369,7 @@ class Infra:
                     self._set_record(None, name)
                 else:
                     errors.append(f"{name}: {exc}")
+        stopped += self._stop_unrecorded(specs, records, errors)
         ports = [p for s in specs.values() for p in s.ports.values()]
         busy = wait_closed(ports, 15.0)
         data = self._load()
@@ -377,6 +383,34 @@ class Infra:
             raise BenchError("could not stop: " + "; ".join(errors))
         if busy:
             raise BenchError(f"ports still in use after stopping the brokers: {busy}")
+        return stopped
+
+    def _stop_unrecorded(
+        self, specs: dict[str, ProcessSpec], records: dict[str, ProcessRecord], errors: list[str]
+    ) -> list[str]:
+        """Stop a process of ours that no record identifies any more, found by its ports.
+
+        A record can fail to identify its process (a state file written before start ticks
+        were kept, or a record lost in a crash); forgetting it would leave a JVM running.
+        A listener on a port of the plan whose command line is exactly the spec's argv is the
+        process that spec started: nothing else runs our configs from our directories.
+        """
+        stopped: list[str] = []
+        for name, spec in specs.items():
+            for port in spec.ports.values():
+                if is_free(port):
+                    continue
+                pid = listener_pid(port)
+                ident = identity(pid) if pid else None
+                if pid is None or ident is None or ident.cmdline != tuple(spec.argv):
+                    continue
+                rec = ProcessRecord(name, pid, ident.start_ticks, ident.cmdline, time.time())
+                try:
+                    stop(rec, 60.0)
+                    stopped.append(f"{name} (pid {pid}, found by port {port})")
+                except Exception as exc:
+                    errors.append(f"{name}: {exc}")
+                break
         return stopped
 
     # -- status ----------------------------------------------------------------------------
@@ -447,3 +481,24 @@ class Infra:
         if rec is None:
             raise BrokerStartError(f"{full} is not running; nothing to supervise")
         return Supervisor(full, rec, lambda n: self.restart(n), poll_s=poll_s).start()
+
+
+def stop_orphans(run_root: Path, progress: Progress = _quiet) -> list[str]:
+    """Stop the brokers that a ``bench run`` on ``run_root`` started and left behind.
+
+    Called with ``run_root``'s :class:`~bench.infra.lock.InfraLock` held, so no live run owns
+    them: they were left by a run that was killed (kill -9 leaves no chance to clean up).
+    Returns what was stopped, each with the state file it came from.
+    """
+    stopped: list[str] = []
+    if not run_root.is_dir():
+        return stopped
+    for state in sorted(run_root.glob("*/state.json")):
+        infra = Infra(state.parent)
+        if not infra.records() and not infra.specs():
+            continue
+        names = infra.down()
+        if names:
+            progress(f"stopped {len(names)} process(es) left by an earlier run: {', '.join(names)}")
+            stopped += names
+    return stopped

@@ -11,6 +11,18 @@ import psutil
 from bench.errors import PortInUse
 
 
+def listener_pid(port: int) -> int | None:
+    """The PID listening on ``port`` (any address), if this user can see it."""
+    try:
+        conns = psutil.net_connections(kind="inet")
+    except (psutil.AccessDenied, OSError):
+        return None
+    for conn in conns:
+        if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN:
+            return conn.pid
+    return None
+
+
 def holder_of(port: int) -> str | None:
     """Describe the process listening on ``port`` (``pid 123 (cmd)``), if it can be seen."""
     try:

@@ -1,8 +1,15 @@
 """Broker processes: start, stop by PID, kill -9, restart on the same data, supervise.
 
 Every process the suite starts is a :class:`ProcessSpec` (what to run) and, once started, a
-:class:`ProcessRecord` (what runs: PID and psutil create time, so a recycled PID is never
-mistaken for ours). Stopping goes by that record only, never by a name pattern.
+:class:`ProcessRecord` (what runs: PID, start time in clock ticks since boot and command line, so
+a recycled PID is never mistaken for ours). Stopping goes by that record only, never by a name
+pattern.
+
+The start time is field 22 of ``/proc/PID/stat``, counted in clock ticks from boot. It never
+moves. psutil's ``create_time()`` is that count added to the boot time, which the kernel derives
+from the wall clock: on a freshly booted machine whose clock is still being adjusted it moved by
+~14 s within minutes, and a record matched by it within 1 s lost its JVM. Signals go through a
+pidfd opened and then checked against the record, so the PID cannot be recycled in between.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -53,29 +61,106 @@ class ProcessSpec:
         return cls(**values)  # type: ignore[arg-type]
 
 
+@dataclass(frozen=True)
+class Identity:
+    """What tells one process from any later holder of its PID: neither moves with the clock."""
+
+    start_ticks: int  # /proc/PID/stat field 22: clock ticks from boot to the process's start
+    cmdline: tuple[str, ...]
+    zombie: bool = False
+
+
+def identity(pid: int) -> Identity | None:
+    """The identity of ``pid`` read from /proc, or None if no such process exists."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read().decode(errors="replace")
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            raw = fh.read()
+    except OSError:
+        return None
+    # The command name (field 2) is in parentheses and may hold spaces or ')': split after the
+    # last ')'. What follows starts at field 3 (state); field 22 is index 19 there.
+    rest = stat[stat.rfind(")") + 2 :].split()
+    if len(rest) < 20:
+        return None
+    cmdline = tuple(part.decode(errors="replace") for part in raw.split(b"\0")[:-1])
+    return Identity(int(rest[19]), cmdline, zombie=rest[0] in ("Z", "X"))
+
+
 @dataclass
 class ProcessRecord:
     """A started process: enough to find it again, and only it."""
 
     name: str
     pid: int
-    create_time: float
-    started_at: float  # time.time()
+    start_ticks: int
+    cmdline: tuple[str, ...]
+    started_at: float  # time.time(), for people reading the state file; never compared
+
+    def matches(self, ident: Identity | None) -> bool:
+        """True if ``ident`` is this record's process, still running."""
+        return (
+            ident is not None
+            and not ident.zombie
+            and ident.start_ticks == self.start_ticks
+            and ident.cmdline == self.cmdline
+        )
 
     def process(self) -> psutil.Process | None:
         """The live process, or None if it exited or the PID now belongs to someone else."""
+        if not self.matches(identity(self.pid)):
+            return None
         try:
-            proc = psutil.Process(self.pid)
-            if abs(proc.create_time() - self.create_time) > 1.0:
-                return None
-            if proc.status() == psutil.STATUS_ZOMBIE:
-                return None
-            return proc
+            return psutil.Process(self.pid)
         except psutil.Error:
             return None
 
     def alive(self) -> bool:
-        return self.process() is not None
+        return self.matches(identity(self.pid))
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "pid": self.pid,
+            "start_ticks": self.start_ticks,
+            "cmdline": list(self.cmdline),
+            "started_at": self.started_at,
+        }
+
+    @classmethod
+    def from_json(cls, name: str, data: dict[str, Any]) -> ProcessRecord | None:
+        """A record from the state file; None for a record written before start ticks were
+        kept (its create time moves with the clock, so it cannot identify the process)."""
+        if "start_ticks" not in data:
+            return None
+        return cls(
+            name,
+            int(data["pid"]),
+            int(data["start_ticks"]),
+            tuple(str(a) for a in data.get("cmdline", ())),
+            float(data.get("started_at", 0.0)),
+        )
+
+
+def signal_process(record: ProcessRecord, sig: int) -> bool:
+    """Send ``sig`` to the record's process only; False if it is not running (any more).
+
+    The pidfd pins the process: once it is open, the PID cannot pass to another process, so
+    checking the identity after opening it and signalling through it cannot hit a stranger.
+    """
+    try:
+        fd = os.pidfd_open(record.pid)
+    except ProcessLookupError:
+        return False
+    try:
+        if not record.matches(identity(record.pid)):
+            return False
+        signal.pidfd_send_signal(fd, sig)
+        return True
+    except ProcessLookupError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def tail(path: str | Path, lines: int = 15) -> str:
@@ -116,11 +201,16 @@ def start(spec: ProcessSpec) -> ProcessRecord:
         except OSError as exc:
             raise BrokerStartError(f"cannot start {spec.name}: {exc}") from exc
     _children[popen.pid] = popen
-    try:
-        create_time = psutil.Process(popen.pid).create_time()
-    except psutil.Error:
-        create_time = time.time()
-    return ProcessRecord(spec.name, popen.pid, create_time, time.time())
+    # Right after the exec /proc may show an empty command line for a moment: read until it
+    # is there (bounded; a process that exited at once gets a record that matches nothing).
+    ident = identity(popen.pid)
+    deadline = time.monotonic() + 2.0
+    while ident is not None and not ident.cmdline and time.monotonic() < deadline:
+        time.sleep(0.005)
+        ident = identity(popen.pid)
+    if ident is None or not ident.cmdline:
+        ident = Identity(-1, tuple(spec.argv))
+    return ProcessRecord(spec.name, popen.pid, ident.start_ticks, ident.cmdline, time.time())
 
 
 def _reap(pid: int) -> None:
@@ -131,42 +221,36 @@ def _reap(pid: int) -> None:
 
 
 def wait_exit(record: ProcessRecord, timeout_s: float) -> bool:
-    """Wait for the process to exit; True if it did."""
-    proc = record.process()
-    if proc is None:
-        _reap(record.pid)
-        return True
-    try:
-        proc.wait(timeout=timeout_s)
-    except psutil.TimeoutExpired:
-        return False
-    except psutil.Error:
-        pass
+    """Wait for the process to exit; True if it did (a child of ours is reaped too)."""
+    deadline = time.monotonic() + timeout_s
+    while record.alive():
+        popen = _children.get(record.pid)
+        if popen is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                popen.wait(timeout=min(0.1, max(0.0, deadline - time.monotonic())))
+        else:
+            time.sleep(0.05)
+        if time.monotonic() >= deadline and record.alive():
+            return False
     _reap(record.pid)
     return True
 
 
 def stop(record: ProcessRecord, timeout_s: float = 30.0) -> None:
     """SIGTERM, wait, then SIGKILL: stops exactly this process and waits until it is gone."""
-    proc = record.process()
-    if proc is None:
+    if not signal_process(record, signal.SIGTERM):
         _reap(record.pid)
         return
-    with contextlib.suppress(psutil.Error):
-        proc.send_signal(signal.SIGTERM)
     if not wait_exit(record, timeout_s):
-        with contextlib.suppress(psutil.Error):
-            proc.kill()
+        signal_process(record, signal.SIGKILL)
         wait_exit(record, 15.0)
 
 
 def kill9(record: ProcessRecord) -> float:
     """SIGKILL the process; return the wall-clock time of the kill (``time.time()``)."""
-    proc = record.process()
-    if proc is None:
-        raise BrokerStartError(f"{record.name} (pid {record.pid}) is not running; nothing to kill")
     killed_at = time.time()
-    proc.kill()
+    if not signal_process(record, signal.SIGKILL):
+        raise BrokerStartError(f"{record.name} (pid {record.pid}) is not running; nothing to kill")
     wait_exit(record, 15.0)
     return killed_at
 

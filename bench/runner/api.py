@@ -23,7 +23,7 @@ from typing import Any
 from bench.errors import BenchError, ConfigError, RunInterrupted
 from bench.infra.artifacts import pinned_version
 from bench.infra.lock import InfraLock
-from bench.infra.manager import Infra
+from bench.infra.manager import Infra, stop_orphans
 from bench.infra.paths import default_infra_dir
 from bench.infra.topology import Broker, InfraSettings
 from bench.metrics.meta import client_versions, git_revision, host_info
@@ -252,6 +252,7 @@ def run_scenarios(
     table = executors()
     # One run per infra directory, taken before the run directory: a refused run leaves none.
     with InfraLock(root):
+        stop_orphans(root, progress.message)
         run = RunWriter.create(out_dir, run_metadata(pairs, profile, wanted, only))
         progress.message(f"run {run.run_id}: {total} steps -> {run.run_dir}")
         try:

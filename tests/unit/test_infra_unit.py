@@ -139,9 +139,7 @@ def test_start_timeout_is_reported_and_process_stopped(tmp_path: Path) -> None:
     finally:
         process.stop(rec, timeout_s=5)
     assert not rec.alive()
-    assert (
-        not psutil.pid_exists(rec.pid) or psutil.Process(rec.pid).create_time() != rec.create_time
-    )
+    assert process.identity(rec.pid) is None or not rec.matches(process.identity(rec.pid))
 
 
 def test_kill9_returns_time_and_stop_reaps(tmp_path: Path) -> None:
@@ -181,9 +179,83 @@ def test_supervisor_restarts_a_killed_process(tmp_path: Path) -> None:
 def test_record_does_not_match_a_recycled_pid(tmp_path: Path) -> None:
     rec = process.start(_spec(tmp_path, "import time; time.sleep(60)"))
     try:
-        fake = process.ProcessRecord(rec.name, rec.pid, rec.create_time - 100, rec.started_at)
-        assert fake.process() is None  # same pid, other create time: not ours
+        older = process.ProcessRecord(
+            rec.name, rec.pid, rec.start_ticks - 100, rec.cmdline, rec.started_at
+        )
+        other = process.ProcessRecord(
+            rec.name, rec.pid, rec.start_ticks, (*rec.cmdline, "x"), rec.started_at
+        )
+        assert older.process() is None  # same pid, other start: not ours
+        assert other.process() is None  # same pid and start, other command line: not ours
+        assert not process.signal_process(older, 0)
         assert rec.alive()
+    finally:
+        process.stop(rec, timeout_s=5)
+
+
+def test_a_clock_step_after_boot_does_not_lose_the_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """psutil's create time is the boot time (wall clock) plus the start ticks: a clock still
+    being adjusted after boot moves it. The record must find and stop its process anyway."""
+    rec = process.start(_spec(tmp_path, "import time; time.sleep(60)"))
+    real_boot = psutil.boot_time()
+    real_create = psutil.Process.create_time
+    monkeypatch.setattr(psutil, "boot_time", lambda: real_boot + 14.0)
+    monkeypatch.setattr(psutil.Process, "create_time", lambda self: real_create(self) + 14.0)
+    monkeypatch.setattr(time, "time", lambda: real_boot + 1e6)
+    try:
+        assert rec.alive()
+        process.stop(rec, timeout_s=5)
+        assert not rec.alive()
+        assert process.identity(rec.pid) is None
+    finally:
+        monkeypatch.undo()
+        process.stop(rec, timeout_s=5)
+
+
+def test_down_finds_a_process_its_record_no_longer_identifies(tmp_path: Path) -> None:
+    """A state file whose record cannot identify the process (written before start ticks were
+    kept): down finds our process by its port and exact command line, and stops it."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    script = (
+        "import socket, time; s = socket.socket(); "
+        "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
+        f"s.bind(('127.0.0.1', {port})); s.listen(); time.sleep(60)"
+    )
+    spec = ProcessSpec(
+        name="pulsar/standalone",
+        argv=(sys.executable, "-c", script),
+        cwd=str(tmp_path),
+        log=str(tmp_path / "proc.log"),
+        ports={"web": port},
+        ready_port=port,
+    )
+    rec = process.start(spec)
+    try:
+        health.wait_ready(spec, rec, timeout_s=20)
+        infra = Infra(tmp_path / "infra")
+        infra._save(
+            {
+                "schema_version": STATE_SCHEMA_VERSION,
+                "brokers": {
+                    "pulsar": {
+                        "endpoints": {},
+                        "specs": [spec.to_json()],
+                        "records": {
+                            spec.name: {"pid": rec.pid, "create_time": 1.0, "started_at": 1.0}
+                        },
+                    }
+                },
+            }
+        )
+        assert infra.records() == {}  # the old record identifies nothing
+        stopped = infra.down()
+        assert stopped == [f"pulsar/standalone (pid {rec.pid}, found by port {port})"]
+        assert not rec.alive()
+        assert ports.is_free(port)
     finally:
         process.stop(rec, timeout_s=5)
 
