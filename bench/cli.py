@@ -324,6 +324,13 @@ def list_cmd(directory: str) -> None:
 )
 @click.option("--port-offset", type=int, default=0, show_default=True)
 @click.option(
+    "--engine",
+    type=click.Choice(["python", "jvm"]),
+    default=None,
+    help="The load engine: python (the Python clients) or jvm (the brokers' official Java "
+    "clients) [default: a profile's `engine`, else python].",
+)
+@click.option(
     "--only",
     "only_specs",
     multiple=True,
@@ -334,6 +341,7 @@ def list_cmd(directory: str) -> None:
 )
 def run_cmd(
     files: tuple[str, ...],
+    engine: str | None,
     brokers: str,
     profile: str,
     out_dir: str,
@@ -362,6 +370,7 @@ def run_cmd(
         infra_root=infra_dir,
         port_offset=port_offset,
         only=parse_only(only_specs),
+        engine=cast("Literal['python', 'jvm'] | None", engine),
     )
     run = load_run(run_dir)
     steps = run.steps

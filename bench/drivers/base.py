@@ -2,7 +2,7 @@
 
 A driver talks to one broker: admin (create topics, look one up, namespace bundles, broker-side
 counters), producers and consumers (DESIGN.md section 2). It knows nothing of rates, timing,
-sequence numbers or statistics; the worker (:mod:`bench.runner.worker`) owns those, so both
+sequence numbers or statistics; the worker (:mod:`bench.engines.pool`) owns those, so both
 brokers are measured by the same code. The shape follows the OpenMessaging Benchmark's driver
 API, cut down to what the scenarios use.
 

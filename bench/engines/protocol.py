@@ -22,6 +22,8 @@ MAX_LINE_BYTES: Final = 256 * 1024 * 1024
 
 Engine = Literal["python", "jvm"]
 ENGINES: Final[tuple[Engine, ...]] = ("python", "jvm")
+DEFAULT_ENGINE: Final[Engine] = "python"
+"""The engine of a run that names none (README says which, and why)."""
 
 
 class ProtocolError(BenchError):
@@ -105,8 +107,18 @@ Command: TypeAlias = (
     Setup | Go | SetRate | AddSubscriptions | Churn | StopProducers | Drain | LedgerRequest | Stop
 )
 _COMMANDS: Final[dict[str, type[Any]]] = {
-    c.cmd: c  # type: ignore[attr-defined]
-    for c in (Setup, Go, SetRate, AddSubscriptions, Churn, StopProducers, Drain, LedgerRequest, Stop)
+    c.cmd: c
+    for c in (
+        Setup,
+        Go,
+        SetRate,
+        AddSubscriptions,
+        Churn,
+        StopProducers,
+        Drain,
+        LedgerRequest,
+        Stop,
+    )
 }
 
 
@@ -181,8 +193,7 @@ class Exit:
 
 Event: TypeAlias = Ready | Stats | Ledger | ProducersDone | Drained | Failed | Exit
 _EVENTS: Final[dict[str, type[Any]]] = {
-    e.event: e  # type: ignore[attr-defined]
-    for e in (Ready, Stats, Ledger, ProducersDone, Drained, Failed, Exit)
+    e.event: e for e in (Ready, Stats, Ledger, ProducersDone, Drained, Failed, Exit)
 }
 
 # JSON types each field may take (ints are numbers too; bool is not an int here).
@@ -247,7 +258,7 @@ def _decode(line: bytes | str, key: str, table: dict[str, type[Any]]) -> Any:
         value = data[f.name]
         want = _TYPES.get(f.name)
         if want is not None and (
-            isinstance(value, bool) and bool not in want or not isinstance(value, want)
+            (isinstance(value, bool) and bool not in want) or not isinstance(value, want)
         ):
             problems.append(f"{f.name} is {type(value).__name__}, not {_names(want)}")
     if problems:
@@ -257,16 +268,18 @@ def _decode(line: bytes | str, key: str, table: dict[str, type[Any]]) -> Any:
 
 def _names(types: tuple[type, ...]) -> str:
     return " or ".join(
-        "null" if t is type(None) else {"dict": "object", "list": "array"}.get(t.__name__, t.__name__)
+        "null"
+        if t is type(None)
+        else {"dict": "object", "list": "array"}.get(t.__name__, t.__name__)
         for t in types
     )
 
 
 def decode_command(line: bytes | str) -> Command:
     """Parse one command line; raise :class:`ProtocolError` if it is not one."""
-    return _decode(line, "cmd", _COMMANDS)  # type: ignore[no-any-return]
+    return _decode(line, "cmd", _COMMANDS)
 
 
 def decode_event(line: bytes | str) -> Event:
     """Parse one event line; raise :class:`ProtocolError` if it is not one."""
-    return _decode(line, "event", _EVENTS)  # type: ignore[no-any-return]
+    return _decode(line, "event", _EVENTS)

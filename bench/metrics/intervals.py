@@ -52,12 +52,20 @@ class IntervalStats:
 
     def to_json(self) -> str:
         """Return the stats as one JSON document."""
-        return json.dumps(asdict(self), separators=(",", ":"))
+        return json.dumps(self.to_dict(), separators=(",", ":"))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the stats as a JSON-able object (the protocol's ``stats`` event)."""
+        return asdict(self)
 
     @classmethod
     def from_json(cls, text: str) -> IntervalStats:
         """Parse :meth:`to_json` output; raise ValueError if it is malformed."""
-        d = json.loads(text)
+        return cls.from_dict(json.loads(text))
+
+    @classmethod
+    def from_dict(cls, d: Any) -> IntervalStats:
+        """Rebuild stats from :meth:`to_dict` output; raise ValueError if malformed."""
         if not isinstance(d, dict) or set(d) != set(cls.__dataclass_fields__):
             raise ValueError("interval stats JSON does not have the expected keys")
         stats = cls(**d)

@@ -647,6 +647,11 @@ class LedgerBook:
             raise ValueError(f"consumer {consumer_id!r} already exists for {c.key}")
         return c
 
+    def consumer_ledgers(self) -> list[ConsumerLedger]:
+        """The consumer ledgers held now (a list taken under the book's lock)."""
+        with self._lock:
+            return list(self.consumers.values())
+
     def join(self, other: LedgerBook) -> None:
         """Add in every ledger of ``other`` (ledgers with the same id are joined)."""
         with other._lock:

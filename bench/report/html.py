@@ -146,6 +146,14 @@ def _group_labels(df: pd.DataFrame) -> dict[tuple[str, str], str]:
     return {k: "-".join(x for x in p if x not in common) for k, p in parts.items()}
 
 
+def _engines(df: pd.DataFrame) -> str:
+    """`` [jvm]``: the load engine(s) behind rows of ``df``, named beside every curve."""
+    if "engine" not in df:
+        return ""
+    engines = sorted({str(e) for e in df["engine"].dropna()})
+    return f" [{'+'.join(engines)}]" if engines else ""
+
+
 def _lines(
     df: pd.DataFrame,
     x_of: Any,
@@ -165,7 +173,7 @@ def _lines(
             xs, ys = _curve(gdf, x_of(gdf), _num(gdf, metric) * scale)
             if not xs:
                 continue
-            label = title(str(broker))
+            label = title(str(broker)) + _engines(gdf)
             sub = labels.get((str(broker), str(group)), "")
             if sub:
                 label += f" {sub}"
@@ -493,6 +501,8 @@ def _kill_recovery(
                 x = [float(v) - kill_t for v in pd.to_numeric(rs["t"])]
                 rep = fmt(_value(r, "params.repetition", "repetition"))
                 label = f"rep {rep}" + (f" ({r['run_id']})" if multi else "")
+                if r.get("engine"):
+                    label += f" [{r['engine']}]"
                 tps_lines.append(
                     Line(
                         label, str(broker), x, list(pd.to_numeric(rs["acked"])), style=i, step=True

@@ -74,6 +74,9 @@ def step_row(record: Mapping[str, Any], run_id: str = "") -> dict[str, Any]:
         else:
             row[key] = value
     row["point"] = point_key(str(record.get("step_id", "")))
+    if record.get("status") != "skipped" and not row.get("engine"):
+        # Migration: steps recorded before the JVM engine existed ran on the Python one.
+        row["engine"] = "python"
     return row
 
 

@@ -205,8 +205,11 @@ COMMON_METRICS: dict[str, MetricType] = {
     "gc_pause_ms": "number",
     "broker_messages_in": "int",
     "drain_complete": "bool",
+    "engine": "str",
 }
-"""Metrics any step may carry. ``drain_complete`` (steps with a loss ledger): every
+"""Metrics any step may carry. ``engine``: the load engine (``python`` or ``jvm``); runs made
+before it existed had only the Python engine, and :func:`bench.results.frames.step_row`
+fills that in on read. ``drain_complete`` (steps with a loss ledger): every
 acknowledged message arrived before the drain ended; when False, ``loss.lost`` is an upper
 bound and ``loss.duplicated`` a lower one (runs before it existed say so in ``error``).
 ``broker_cpu_pct`` and ``client_cpu_pct`` (our worker processes) are the window's means

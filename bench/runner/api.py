@@ -20,6 +20,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from bench.engines.protocol import DEFAULT_ENGINE, Engine
 from bench.errors import BenchError, ConfigError, RunInterrupted
 from bench.infra.artifacts import pinned_version
 from bench.infra.lock import InfraLock
@@ -48,6 +49,12 @@ class StepContext:
     settings: InfraSettings
     progress: Progress
     message_size: int
+    engine: Engine = DEFAULT_ENGINE
+
+    @property
+    def worker_log(self) -> Path:
+        """Where the step's load workers write their (and their client libraries') logs."""
+        return self.run.run_dir / "logs" / f"workers-{self.broker}.log"
 
     @property
     def broker(self) -> Broker:
@@ -160,15 +167,26 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def engine_for(scenario: Scenario, step: Step, explicit: Engine | None) -> Engine:
+    """The engine of ``step``: the one asked for, else its profile's, else the default."""
+    if explicit is not None:
+        return explicit
+    return scenario.profile(step.profile).engine or DEFAULT_ENGINE
+
+
 def run_metadata(
     scenarios: Sequence[tuple[Path, Scenario]],
     profile: str,
     brokers: Sequence[str],
     only: Mapping[str, Sequence[str]] | None = None,
+    engine: Engine | None = None,
 ) -> dict[str, Any]:
     """What makes this run comparable with another (DESIGN.md section 4)."""
     return {
         "profile": profile,
+        # The load engine asked for; each step records the one it ran with (a profile may
+        # name its own).
+        "engine": engine or DEFAULT_ENGINE,
         "brokers": list(brokers),
         # A run of part of the profiles (``bench run --only``): {key: [values]}, empty for all.
         "only": {k: list(v) for k, v in (only or {}).items()},
@@ -217,8 +235,12 @@ def run_scenarios(
     infra_root: str | Path | None = None,
     port_offset: int = 0,
     only: Mapping[str, Sequence[str]] | None = None,
+    engine: Engine | None = None,
 ) -> Path:
     """Run every step of ``paths`` on ``brokers``; return the run directory.
+
+    ``engine`` generates the load (a profile's ``engine`` key wins over the default, an
+    explicit ``engine`` over both).
 
     ``only`` ({step parameter: [values]}) keeps the steps that match it (see
     :func:`~bench.scenarios.model.select_steps`).
@@ -253,7 +275,7 @@ def run_scenarios(
     # One run per infra directory, taken before the run directory: a refused run leaves none.
     with InfraLock(root):
         stop_orphans(root, progress.message)
-        run = RunWriter.create(out_dir, run_metadata(pairs, profile, wanted, only))
+        run = RunWriter.create(out_dir, run_metadata(pairs, profile, wanted, only, engine))
         progress.message(f"run {run.run_id}: {total} steps -> {run.run_dir}")
         try:
             with run, _sigterm_as_interrupt():
@@ -261,7 +283,9 @@ def run_scenarios(
                     session = BrokerSession(root / broker, run, progress)
                     try:
                         for step in steps:
-                            _run_one(run, session, scenario, step, table, progress, port_offset)
+                            _run_one(
+                                run, session, scenario, step, table, progress, port_offset, engine
+                            )
                     finally:
                         session.down()
         except KeyboardInterrupt:
@@ -281,6 +305,7 @@ def _run_one(
     table: dict[str, Executor],
     progress: Progress,
     port_offset: int,
+    engine: Engine | None = None,
 ) -> None:
     started = time.time()
     settings = infra_settings_for(scenario, step, port_offset)
@@ -296,6 +321,7 @@ def _run_one(
             settings,
             progress,
             scenario.profile(step.profile).message_size,
+            engine_for(scenario, step, engine),
         )
         record = table[scenario.kind](ctx)
     except KeyboardInterrupt:

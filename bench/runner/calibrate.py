@@ -42,6 +42,8 @@ from typing import Any, cast
 import click
 
 from bench.drivers.base import open_driver
+from bench.engines.pool import WorkerPool
+from bench.engines.spec import LoadSpec, is_warmup
 from bench.errors import BenchError, BrokerStartError
 from bench.infra.artifacts import ensure_classpath
 from bench.infra.java import find_java
@@ -50,7 +52,6 @@ from bench.infra.paths import bench_home, project_infra_dir
 from bench.infra.topology import Broker, Endpoints, InfraSettings
 from bench.metrics.intervals import ACKED, SENT, merge
 from bench.metrics.resources import CpuMeter
-from bench.runner.worker import LoadSpec, WorkerPool, is_warmup
 
 TARGET_RATIO = 0.9
 CLIENT_NATIVE, CLIENT_BENCH, BROKER = "native_client", "bench_client", "broker"

@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench.drivers.base import Driver, open_driver
+from bench.engines.spec import LoadSpec
 from bench.errors import BrokerUnavailable
 from bench.metrics import histograms
+from bench.runner.load import LoadPlan
 from bench.runner.measure import StepMeter, latency
 from bench.runner.record import step_record
-from bench.runner.worker import LoadSpec
 
 if TYPE_CHECKING:
     from bench.runner.api import StepContext
@@ -110,6 +111,11 @@ def create_topics(
     return Creation(created, errors, time.monotonic() - started, hist, first_error, stopped)
 
 
+def load_plan(ctx: StepContext, spec: LoadSpec, topics: Sequence[str]) -> LoadPlan:
+    """The load of a step: ``spec`` over ``topics``, on the step's engine."""
+    return LoadPlan(spec, topics, engine=ctx.engine, log_path=ctx.worker_log)
+
+
 def base_spec(ctx: StepContext, topics: Sequence[str], **kw: Any) -> LoadSpec:
     """A LoadSpec for this step's broker and run; ``kw`` overrides the defaults."""
     values: dict[str, Any] = {
@@ -176,6 +182,7 @@ def finish(
     metrics, window = meter.metrics(offered_rate_per_s, phases)
     metrics.update(meter.resource_metrics(rows, window, broker_process_names(ctx)))
     metrics.update(extra)
+    metrics["engine"] = ctx.engine
     if loss is not None:
         metrics["drain_complete"] = drained
     ctx.run.write_series(meter.series_rows())

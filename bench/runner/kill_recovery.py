@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 from bench.drivers.base import Driver
+from bench.engines.spec import CONSUMER_RESTARTS
 from bench.errors import DriverError
 from bench.infra.health import http_get_json
 from bench.infra.process import Supervisor
@@ -35,14 +36,14 @@ from bench.runner.common import (
     base_spec,
     create_topics,
     finish,
+    load_plan,
     open_step_driver,
     start_meter,
     step_topic_names,
     topic_names,
 )
-from bench.runner.load import LoadPlan, run_load
+from bench.runner.load import run_load
 from bench.runner.record import loss_totals
-from bench.runner.worker import CONSUMER_RESTARTS
 from bench.scenarios.model import KillRecoveryProfile
 
 if TYPE_CHECKING:
@@ -282,7 +283,7 @@ def run_step(ctx: StepContext) -> dict[str, Any]:
             + prof.observe_after_restart_s
         )
         result = run_load(
-            LoadPlan(spec, topics),
+            load_plan(ctx, spec, topics),
             meter,
             cap,
             on_tick=on_tick,

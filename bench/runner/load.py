@@ -1,6 +1,6 @@
 """Running load for a step: worker processes, ticked once a second into a :class:`StepMeter`.
 
-This is the one place the step executors meet :mod:`bench.runner.worker`: a change in the
+This is the one place the step executors meet :mod:`bench.engines.pool`: a change in the
 worker's interface is a change here only.
 """
 
@@ -9,12 +9,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
+from bench.engines.pool import WorkerFailed, WorkerPool
+from bench.engines.protocol import DEFAULT_ENGINE, Engine
+from bench.engines.spec import LoadSpec
 from bench.errors import BrokerUnavailable
 from bench.metrics.ledger import LedgerBook
 from bench.runner.measure import StepMeter
-from bench.runner.worker import LoadSpec, WorkerFailed, WorkerPool
 
 DEFAULT_WORKERS = 2  # the machine has 2 cores, shared with the brokers
 # A drain lasts while messages keep arriving, up to DRAIN_CAP_S: RocketMQ's Python consumers
@@ -31,6 +34,9 @@ class LoadPlan:
     base: LoadSpec
     topics: Sequence[str]
     workers: int = DEFAULT_WORKERS
+    engine: Engine = DEFAULT_ENGINE
+    log_path: Path | None = None
+    """Where the workers' own logs go (stderr: their client libraries' too)."""
 
     def specs(self) -> list[LoadSpec]:
         n = max(1, min(self.workers, len(self.topics)))
@@ -93,7 +99,7 @@ def run_load(
     for ``drain_stall_s`` (``None``: never early).
     The pool is always stopped, whatever happens.
     """
-    pool = WorkerPool()
+    pool = WorkerPool(plan.engine, plan.log_path)
     errors = 0
     try:
         pool.start(plan.specs(), timeout_s=start_timeout_s)

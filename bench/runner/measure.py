@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.engines.spec import H_E2E, H_PUBLISH, H_PUBLISH_INTENDED, WARMUP_COUNTER
 from bench.metrics import histograms
 from bench.metrics.intervals import IntervalStats, merge
 from bench.metrics.resources import ResourceSampler, gc_pause_ms
-from bench.runner.worker import H_E2E, H_PUBLISH, H_PUBLISH_INTENDED, WARMUP_COUNTER
 
 WORKER_PREFIX = "worker/"
 HOST_SATURATED_PCT = 90.0

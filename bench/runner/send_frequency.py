@@ -10,11 +10,12 @@ from bench.runner.common import (
     base_spec,
     create_topics,
     finish,
+    load_plan,
     open_step_driver,
     start_meter,
     step_topic_names,
 )
-from bench.runner.load import DRAIN_CAP_S, LoadPlan, run_load
+from bench.runner.load import DRAIN_CAP_S, run_load
 from bench.runner.record import loss_totals, skipped_record, step_record
 from bench.scenarios.model import SendFrequencyProfile
 
@@ -71,7 +72,7 @@ def run_step(ctx: StepContext) -> dict[str, Any]:
             sender_threads=4 if send_mode == "sync" else 1,
         )
         result = run_load(
-            LoadPlan(spec, topics),
+            load_plan(ctx, spec, topics),
             meter,
             prof.duration_s,
             progress_tick=ctx.progress.tick,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any, cast
 
+from bench.engines.spec import H_FIRST_MESSAGE, H_SUBSCRIBE, SUBSCRIBED, UNSUBSCRIBED
 from bench.errors import DriverError
 from bench.metrics.intervals import merge
 from bench.runner.common import (
@@ -13,13 +14,13 @@ from bench.runner.common import (
     create_topics,
     finish,
     latency_of,
+    load_plan,
     open_step_driver,
     start_meter,
     step_topic_names,
 )
-from bench.runner.load import LoadPlan, run_load
+from bench.runner.load import run_load
 from bench.runner.record import loss_totals
-from bench.runner.worker import H_FIRST_MESSAGE, H_SUBSCRIBE, SUBSCRIBED, UNSUBSCRIBED
 from bench.scenarios.model import SubscribeFrequencyProfile
 
 if TYPE_CHECKING:
@@ -59,7 +60,7 @@ def run_step(ctx: StepContext) -> dict[str, Any]:
             pool.churn(churn)
 
     result = run_load(
-        LoadPlan(spec, topics),
+        load_plan(ctx, spec, topics),
         meter,
         prof.duration_s,
         on_tick=on_tick if churn else None,

@@ -22,11 +22,12 @@ from bench.runner.common import (
     base_spec,
     create_topics,
     finish,
+    load_plan,
     open_step_driver,
     start_meter,
     topic_names,
 )
-from bench.runner.load import LoadPlan, run_load
+from bench.runner.load import run_load
 from bench.runner.measure import latency
 from bench.runner.record import loss_totals, skipped_record, step_record
 from bench.scenarios.model import TopicGrowthProfile
@@ -148,7 +149,7 @@ def _run_step(ctx: StepContext) -> dict[str, Any]:
 
             try:
                 result = run_load(
-                    LoadPlan(spec, active),
+                    load_plan(ctx, spec, active),
                     meter,
                     prof.duration_s,
                     on_tick=on_tick,
@@ -163,7 +164,10 @@ def _run_step(ctx: StepContext) -> dict[str, Any]:
         else:
             create_and_look_up()
             result = run_load(
-                LoadPlan(spec, active), meter, prof.duration_s, progress_tick=ctx.progress.tick
+                load_plan(ctx, spec, active),
+                meter,
+                prof.duration_s,
+                progress_tick=ctx.progress.tick,
             )
     if crashed:
         raise crashed[0]

@@ -112,6 +112,8 @@ class ProfileBase(_Strict):
     """JVM heap of the broker processes for this profile (default: infra's, 768 MiB, 1 GiB for
     the Pulsar standalone). A broker that runs out of heap is a finding about the heap it was
     given: size it for the load (e.g. 100,000 topics)."""
+    engine: Literal["python", "jvm"] | None = None
+    """The load engine for this profile's steps (default: ``bench run --engine``'s)."""
 
 
 class _TimedProfile(ProfileBase):

@@ -18,11 +18,12 @@ import pytest
 from click.testing import CliRunner
 
 from bench.drivers.base import Driver, open_driver
+from bench.engines.pool import WorkerPool
+from bench.engines.spec import LoadSpec, split_topics
 from bench.infra.manager import Infra
 from bench.infra.topology import Broker, InfraSettings
 from bench.metrics.intervals import ACKED, SENT, IntervalStats, merge
 from bench.runner.calibrate import calibrate_cmd
-from bench.runner.worker import LoadSpec, WorkerPool, split_topics
 
 pytestmark = pytest.mark.integration
 

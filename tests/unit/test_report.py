@@ -84,7 +84,7 @@ def test_both_brokers_and_every_section(clear_html: str) -> None:
 def test_knee_and_saturation_are_marked(clear_html: str) -> None:
     assert "knee: 20,000 topics" in clear_html  # Pulsar falls past 20k (in the SVG)
     assert "Pulsar: knee at 20,000 topics" in clear_html
-    assert "RocketMQ: no knee up to 50,000 topics" in clear_html
+    assert "RocketMQ [python]: no knee up to 50,000 topics" in clear_html
     assert "saturation: " in clear_html
     assert "kill -9" in clear_html and "restart" in clear_html
 

@@ -539,7 +539,7 @@ MALFORMED = [
     pytest.param(
         edit(SF, "    producers: 1\n", "    producer: 1\n"),
         ":15: profiles.quick.producer: unknown key (did you mean 'producers'?); allowed keys: "
-        "warmup_s, message_size, broker_heap_mb, duration_s, rates_per_s, ramp, send_modes, "
+        "warmup_s, message_size, broker_heap_mb, engine, duration_s, rates_per_s, ramp, send_modes, "
         "connection_modes, producers, topics, batch_size_for_per_batch, max_in_flight "
         "(+1 more problem)",
         id="unknown-profile-key-with-suggestion",
@@ -786,7 +786,7 @@ MALFORMED = [
     pytest.param(
         edit(TG, "    mode: precreate\n", "    mode: precreate\n    brokers: [pulsar]\n"),
         ":12: profiles.quick.brokers: unknown key; allowed keys: warmup_s, message_size, "
-        "broker_heap_mb, duration_s, topic_counts, mode, create_concurrency, active_topics, "
+        "broker_heap_mb, engine, duration_s, topic_counts, mode, create_concurrency, active_topics, "
         "rate_per_s, "
         "lookup_sample, lookup_timeout_s, pulsar_bundles, rocketmq_create_batch; brokers is a "
         "top-level key",

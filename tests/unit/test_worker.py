@@ -37,23 +37,22 @@ from bench.drivers.base import (
     register_driver,
     unregister_driver,
 )
-from bench.errors import DriverError
-from bench.infra.topology import Endpoints
-from bench.metrics.intervals import ACKED, RECEIVED, SENT, IntervalStats, merge
-from bench.metrics.ledger import decode_payload
-from bench.runner.load import drain_note
-from bench.runner.worker import (
+from bench.engines.pool import WorkerFailed, WorkerPool
+from bench.engines.spec import (
     H_E2E,
     H_PUBLISH,
     H_PUBLISH_INTENDED,
     H_SUBSCRIBE,
     LoadSpec,
-    WorkerFailed,
-    WorkerPool,
     is_setup,
     is_warmup,
     split_topics,
 )
+from bench.errors import DriverError
+from bench.infra.topology import Endpoints
+from bench.metrics.intervals import ACKED, RECEIVED, SENT, IntervalStats, merge
+from bench.metrics.ledger import decode_payload
+from bench.runner.load import drain_note
 
 FAKE = "fake-test-broker"
 ENDPOINTS = LoadSpec.endpoints_text(Endpoints(broker="pulsar", topology="standalone"))
@@ -393,6 +392,29 @@ def test_closed_loop_sync_and_oneway_modes(fake_driver: str) -> None:
     assert len(q_ledger.by_producer["o0-p0"].received) == 100
 
 
+def test_set_rate_changes_the_offered_rate_and_sequences_go_on(fake_driver: str) -> None:
+    spec = _spec("r0", ["t"], rate_per_s=50.0)
+    with WorkerPool() as pool:
+        pool.start([spec])
+        slow = _collect(pool, 2.0)
+        pool.set_rate(400.0)
+        _collect(pool, 0.5)  # the change takes effect
+        fast = _collect(pool, 2.0)
+        assert pool.drain(10.0)
+        book = pool.ledgers()
+        pool.stop()
+    rate = [
+        sum(i.counters.get(SENT, 0) for i in part)
+        / sum((i.end_ns - i.start_ns) / 1e9 for i in part)
+        for part in ([i for i in slow if not is_setup(i)], fast)
+    ]
+    assert 35 <= rate[0] <= 65, rate
+    assert 300 <= rate[1] <= 480, rate
+    prod = book.producers["r0-p0"]
+    # One producer, one sequence: the new schedule goes on where the old one stopped.
+    assert prod.sent.num_ranges == 1 and len(prod.acked) == len(prod.sent)
+
+
 def test_churn_records_subscribe_and_first_message(fake_driver: str) -> None:
     spec = _spec("c0", ["t"], rate_per_s=500.0, duration_s=4.0)
     with WorkerPool() as pool:
@@ -439,7 +461,8 @@ _ORPHAN_SCRIPT = textwrap.dedent(
     import sys, time
     sys.path[:0] = {path!r}
     from bench.drivers.base import register_driver
-    from bench.runner.worker import LoadSpec, WorkerPool
+    from bench.engines.pool import WorkerPool
+    from bench.engines.spec import LoadSpec
     register_driver({name!r}, {target!r})
     spec = LoadSpec(worker_id="orphan", broker={name!r}, endpoints={endpoints!r},
                     run_id="r", topics=("t",), rate_per_s=50.0, deadline_s=120.0)
