@@ -1,0 +1,223 @@
+package bench.worker;
+
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import java.util.List;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.atomic.AtomicInteger;
+import org.apache.rocketmq.client.consumer.AllocateMessageQueueStrategy;
+import org.apache.rocketmq.client.consumer.DefaultMQPushConsumer;
+import org.apache.rocketmq.client.consumer.listener.ConsumeConcurrentlyStatus;
+import org.apache.rocketmq.client.consumer.listener.MessageListenerConcurrently;
+import org.apache.rocketmq.client.exception.MQBrokerException;
+import org.apache.rocketmq.client.exception.MQClientException;
+import org.apache.rocketmq.client.producer.DefaultMQProducer;
+import org.apache.rocketmq.client.producer.SendCallback;
+import org.apache.rocketmq.client.producer.SendResult;
+import org.apache.rocketmq.common.MQVersion;
+import org.apache.rocketmq.common.consumer.ConsumeFromWhere;
+import org.apache.rocketmq.common.message.Message;
+import org.apache.rocketmq.common.message.MessageExt;
+import org.apache.rocketmq.common.message.MessageQueue;
+import org.apache.rocketmq.remoting.exception.RemotingConnectException;
+import org.apache.rocketmq.remoting.exception.RemotingSendRequestException;
+import org.apache.rocketmq.remoting.exception.RemotingTimeoutException;
+import org.apache.rocketmq.remoting.exception.RemotingTooMuchRequestException;
+
+/**
+ * RocketMQ, path direct: rocketmq-client (remoting) to the name server and brokers. A client is
+ * an MQClientInstance (a distinct instanceName) with one DefaultMQProducer serving every topic;
+ * a subscription is a consumer group, one DefaultMQPushConsumer per (client, group).
+ */
+final class RocketMqRemotingEngine implements Engine {
+    private static final AtomicInteger CLIENTS = new AtomicInteger();
+    private final LoadSpec spec;
+    private final Settings s;
+    private final String namesrv;
+
+    RocketMqRemotingEngine(LoadSpec spec) {
+        this.spec = spec;
+        ObjectNode d = Settings.object();
+        d.put("queue_nums", 8);
+        d.put("remoting_timeout_s", 3.0);
+        d.put("send_retries", 0);
+        d.put("consume_threads", 2);
+        d.put("consume_batch_max_size", 32);
+        d.put("pull_batch_size", 32);
+        s = new Settings(d, spec.driverSettings);
+        namesrv = spec.endpoint("namesrv");
+        if (namesrv.isEmpty()) throw new Unsupported("the RocketMQ endpoints have no namesrv");
+    }
+
+    @Override
+    public void checkSendMode(String sendMode) {}
+
+    final class RClient implements Client {
+        final String instanceName = "bench-" + spec.workerId + "-" + ProcessHandle.current().pid() + "-" + CLIENTS.incrementAndGet();
+        final DefaultMQProducer producer = new DefaultMQProducer("bench_producer");
+        final ConcurrentHashMap<String, GroupConsumer> groups = new ConcurrentHashMap<>();
+
+        RClient() throws MQClientException {
+            producer.setNamesrvAddr(namesrv);
+            producer.setInstanceName(instanceName);
+            producer.setVipChannelEnabled(false);
+            producer.setSendMsgTimeout((int) (s.number("remoting_timeout_s") * 1000));
+            producer.setRetryTimesWhenSendFailed(s.integer("send_retries"));
+            producer.setRetryTimesWhenSendAsyncFailed(s.integer("send_retries"));
+            producer.setCompressMsgBodyOverHowmuch(Integer.MAX_VALUE);
+            producer.start();
+        }
+
+        @Override
+        public void close() {
+            for (GroupConsumer g : groups.values()) g.consumer.shutdown();
+            producer.shutdown();
+        }
+    }
+
+    @Override
+    public Client newClient() throws Exception { return new RClient(); }
+
+    @Override
+    public Producer producer(String topic, Client client) throws Exception {
+        DefaultMQProducer p = ((RClient) client).producer;
+        p.fetchPublishMessageQueues(topic);  // the route (fails here when the topic does not exist)
+        long timeout = p.getSendMsgTimeout();
+        return new Producer() {
+            @Override
+            public void send(byte[] payload) throws Exception { p.send(new Message(topic, payload), timeout); }
+
+            @Override
+            public void sendAsync(byte[] payload, Done done) {
+                try {
+                    p.send(new Message(topic, payload), new SendCallback() {
+                        @Override
+                        public void onSuccess(SendResult result) { done.done(null); }
+
+                        @Override
+                        public void onException(Throwable e) { done.done(e); }
+                    }, timeout);
+                } catch (Throwable e) {
+                    done.done(e);
+                }
+            }
+
+            @Override
+            public void sendOneway(byte[] payload) throws Exception { p.sendOneway(new Message(topic, payload)); }
+
+            @Override
+            public void close() {}  // the client's producer serves every topic; it goes with the client
+        };
+    }
+
+    /** One push consumer of a group on one client; topics dispatch to their listeners. */
+    final class GroupConsumer {
+        final DefaultMQPushConsumer consumer;
+        final ConcurrentHashMap<String, Listener> listeners = new ConcurrentHashMap<>();
+
+        GroupConsumer(RClient client, String group) {
+            consumer = new DefaultMQPushConsumer(group);
+            consumer.setNamesrvAddr(namesrv);
+            consumer.setInstanceName(client.instanceName);
+            consumer.setVipChannelEnabled(false);
+            consumer.setConsumeFromWhere(ConsumeFromWhere.CONSUME_FROM_LAST_OFFSET);
+            consumer.setConsumeMessageBatchMaxSize(s.integer("consume_batch_max_size"));
+            consumer.setPullBatchSize(s.integer("pull_batch_size"));
+            consumer.setConsumeThreadMin(s.integer("consume_threads"));
+            consumer.setConsumeThreadMax(s.integer("consume_threads"));
+            // Topics are sharded over workers, so this worker owns every queue of its topics; the
+            // subscription rides on each pull, so groups of other workers (other topics) do not
+            // disturb the broker's view of this one.
+            consumer.setAllocateMessageQueueStrategy(new AllocateMessageQueueStrategy() {
+                @Override
+                public List<MessageQueue> allocate(String g, String cid, List<MessageQueue> all, List<String> cids) { return all; }
+
+                @Override
+                public String getName() { return "ALL"; }
+            });
+            consumer.setPostSubscriptionWhenPull(true);
+            consumer.registerMessageListener((MessageListenerConcurrently) (msgs, ctx) -> {
+                long now = Clock.wallNs();
+                for (MessageExt m : msgs) {
+                    Listener l = listeners.get(m.getTopic());
+                    if (l != null) l.onMessage(m.getBody(), now);
+                }
+                return ConsumeConcurrentlyStatus.CONSUME_SUCCESS;
+            });
+        }
+    }
+
+    @Override
+    public Consumer subscribe(String topic, String group, Listener listener, Client c) throws Exception {
+        RClient client = (RClient) c;
+        Offsets.startNewGroupAtEnd(client.producer, group, topic, (long) (s.number("remoting_timeout_s") * 1000));
+        GroupConsumer g;
+        boolean start;
+        synchronized (client) {
+            g = client.groups.get(group);
+            start = g == null;
+            if (start) {
+                g = new GroupConsumer(client, group);
+                client.groups.put(group, g);
+            }
+            g.listeners.put(topic, listener);
+            g.consumer.subscribe(topic, "*");
+            if (start) g.consumer.start();
+        }
+        GroupConsumer mine = g;
+        return new Consumer() {
+            @Override
+            public String topic() { return topic; }
+
+            @Override
+            public void close() {
+                synchronized (client) {
+                    mine.listeners.remove(topic);
+                    if (mine.listeners.isEmpty() && client.groups.remove(group, mine)) mine.consumer.shutdown();
+                    else mine.consumer.unsubscribe(topic);
+                }
+            }
+
+            @Override
+            public void unsubscribe() { close(); }  // remoting cannot delete a group; it stops consuming
+        };
+    }
+
+    @Override
+    public String classify(Throwable e) {
+        for (Throwable t = e; t != null; t = t.getCause() == t ? null : t.getCause()) {
+            if (t instanceof RemotingTimeoutException || t instanceof java.util.concurrent.TimeoutException) return "timeout";
+            if (t instanceof RemotingConnectException || t instanceof RemotingSendRequestException || t instanceof java.net.ConnectException) {
+                return "disconnected";
+            }
+            if (t instanceof RemotingTooMuchRequestException) return "client_error";
+            if (t instanceof MQBrokerException) return "broker_error";
+        }
+        if (e instanceof MQClientException m) {
+            String text = String.valueOf(m.getMessage());
+            if (text.contains("No route info") || text.contains("not exist")) return "broker_error";
+            return m.getResponseCode() > 0 ? "broker_error" : "client_error";
+        }
+        if (e instanceof Unsupported || e instanceof IllegalArgumentException || e instanceof IllegalStateException) return "client_error";
+        return "other";
+    }
+
+    @Override
+    public ObjectNode settings() {
+        ObjectNode o = s.record("rocketmq", spec.path);
+        o.put("namesrv", namesrv);
+        o.put("client_version", MQVersion.getVersionDesc(MQVersion.CURRENT_VERSION));
+        o.put("oneway", "remoting, straight to the broker");
+        return o;
+    }
+
+    @Override
+    public ObjectNode clientInfo() {
+        ObjectNode o = Settings.object();
+        o.put("name", "rocketmq-client");
+        o.put("version", MQVersion.getVersionDesc(MQVersion.CURRENT_VERSION));
+        return o;
+    }
+
+    @Override
+    public void close() {}
+}
