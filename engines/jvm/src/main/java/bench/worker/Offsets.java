@@ -9,6 +9,7 @@ import org.apache.rocketmq.common.message.MessageQueue;
 import org.apache.rocketmq.remoting.protocol.ResponseCode;
 import org.apache.rocketmq.remoting.protocol.header.QueryConsumerOffsetRequestHeader;
 import org.apache.rocketmq.remoting.protocol.header.UpdateConsumerOffsetRequestHeader;
+import org.apache.rocketmq.remoting.protocol.subscription.SubscriptionGroupConfig;
 
 /**
  * A new consumer group starts at the end of its queues. CONSUME_FROM_LAST_OFFSET alone does not
@@ -37,7 +38,8 @@ final class Offsets {
                 api.queryConsumerOffset(addr, q, timeoutMs);
                 continue;  // the group has an offset here: it resumes from it
             } catch (MQBrokerException e) {
-                if (e.getResponseCode() != ResponseCode.QUERY_NOT_FOUND) throw e;
+                int code = e.getResponseCode();
+                if (code != ResponseCode.QUERY_NOT_FOUND && code != ResponseCode.SUBSCRIPTION_GROUP_NOT_EXIST) throw e;
             }
             long max = api.getMaxOffset(addr, mq, timeoutMs);
             UpdateConsumerOffsetRequestHeader u = new UpdateConsumerOffsetRequestHeader();
@@ -45,7 +47,17 @@ final class Offsets {
             u.setTopic(topic);
             u.setQueueId(mq.getQueueId());
             u.setCommitOffset(max);
-            api.updateConsumerOffset(addr, u, timeoutMs);
+            try {
+                api.updateConsumerOffset(addr, u, timeoutMs);
+            } catch (MQBrokerException e) {
+                if (e.getResponseCode() != ResponseCode.SUBSCRIPTION_GROUP_NOT_EXIST) throw e;
+                // A brand-new group: the broker takes offsets only of a group it knows (a
+                // consumer's first heartbeat would create it the same way).
+                SubscriptionGroupConfig config = new SubscriptionGroupConfig();
+                config.setGroupName(group);
+                api.createSubscriptionGroup(addr, config, timeoutMs);
+                api.updateConsumerOffset(addr, u, timeoutMs);
+            }
         }
     }
 }

@@ -116,7 +116,7 @@ final class RocketMqProxyEngine implements Engine {
                 pc = provider.newPushConsumerBuilder()
                         .setClientConfiguration(client.config)
                         .setConsumerGroup(group)
-                        .setSubscriptionExpressions(Map.of(topic, all))
+                        .setSubscriptionExpressions(new java.util.HashMap<>(Map.of(topic, all)))
                         .setConsumptionThreadCount(s.integer("consume_threads"))
                         .setMaxCacheMessageCount(s.integer("max_cache_messages"))
                         .setMessageListener(view -> {

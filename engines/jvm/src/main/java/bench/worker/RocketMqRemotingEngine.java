@@ -10,6 +10,7 @@ import org.apache.rocketmq.client.consumer.listener.ConsumeConcurrentlyStatus;
 import org.apache.rocketmq.client.consumer.listener.MessageListenerConcurrently;
 import org.apache.rocketmq.client.exception.MQBrokerException;
 import org.apache.rocketmq.client.exception.MQClientException;
+import org.apache.rocketmq.client.impl.factory.MQClientInstance;
 import org.apache.rocketmq.client.producer.DefaultMQProducer;
 import org.apache.rocketmq.client.producer.SendCallback;
 import org.apache.rocketmq.client.producer.SendResult;
@@ -161,7 +162,15 @@ final class RocketMqRemotingEngine implements Engine {
             }
             g.listeners.put(topic, listener);
             g.consumer.subscribe(topic, "*");
-            if (start) g.consumer.start();
+            if (start) {
+                g.consumer.start();
+            } else {
+                // A topic added to a running consumer: fetch its route now and rebalance, or it
+                // would wait for the next periodic route update (30 s).
+                MQClientInstance instance = g.consumer.getDefaultMQPushConsumerImpl().getmQClientFactory();
+                instance.updateTopicRouteInfoFromNameServer(topic);
+                instance.rebalanceImmediately();
+            }
         }
         GroupConsumer mine = g;
         return new Consumer() {
