@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 PROFILE ?= quick
 
-.PHONY: run test setup fetch browser lint nightly clean
+.PHONY: run test setup fetch browser tools lint nightly clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,8 +41,17 @@ lint: setup
 browser:
 	bash infra/setup-browser.sh
 
+# Tools the tests use beyond Python's: actionlint (the workflow lint test), from the Go module
+# proxy into the venv. Without Go it says so; the test then skips (fails with CI=true).
+ACTIONLINT_VERSION := v1.7.7
+tools: setup
+	@if [ -x $(BIN)/actionlint ]; then :; \
+	elif command -v go >/dev/null 2>&1; then \
+	  GOBIN=$(abspath $(BIN)) go install github.com/rhysd/actionlint/cmd/actionlint@$(ACTIONLINT_VERSION); \
+	else echo "tools: no Go toolchain; the actionlint test will skip" >&2; fi
+
 # Every test, the integration tests against the real brokers included.
-test: fetch browser lint
+test: fetch browser tools lint
 	$(BIN)/pytest
 
 clean:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Literal, cast
 
 import click
@@ -89,7 +90,7 @@ def infra_up(
     from bench.infra.topology import BROKERS, Broker, InfraSettings, Topology
 
     assert isinstance(infra_obj, Infra)
-    _stop_run_orphans()
+    _stop_run_orphans(infra_obj.root)
     brokers = cast("tuple[Broker, ...]", BROKERS if broker == "all" else (broker,))
     settings = InfraSettings(
         brokers=brokers,
@@ -162,28 +163,29 @@ def infra_down(infra_obj: object) -> None:
     from bench.infra.manager import Infra
 
     assert isinstance(infra_obj, Infra)
-    _stop_run_orphans()
+    _stop_run_orphans(infra_obj.root)
     stopped = infra_obj.down()
     click.echo(
         f"stopped {len(stopped)} process(es)" + (f": {', '.join(stopped)}" if stopped else "")
     )
 
 
-def _stop_run_orphans() -> None:
-    """Stop brokers a killed `bench run` left on the default run directory (if no run is live:
-    a live run holds that directory's lock, and its brokers are its own)."""
+def _stop_run_orphans(infra_root: Path) -> None:
+    """Stop brokers a killed `bench run` left behind: on the default run directory, and on
+    ``infra_root`` (a `bench run --infra-dir`). Only where no run is live: a live run holds its
+    directory's lock, and its brokers are its own."""
     from bench.infra.lock import InfraInUse, InfraLock
     from bench.infra.manager import stop_orphans
     from bench.infra.paths import default_infra_dir
 
-    root = default_infra_dir() / "run"
-    if not root.is_dir():
-        return
-    try:
-        with InfraLock(root):
-            stop_orphans(root, _echo_progress)
-    except InfraInUse:
-        return
+    for root in dict.fromkeys([default_infra_dir() / "run", infra_root]):
+        if not root.is_dir():
+            continue
+        try:
+            with InfraLock(root):
+                stop_orphans(root, _echo_progress)
+        except InfraInUse:
+            continue
 
 
 @infra.command("kill")
@@ -277,8 +279,10 @@ def validate_cmd(files: tuple[str, ...]) -> None:
     for f in files:
         try:
             sc = load_scenario(f)
-            steps = sum(len(expand_steps(sc, p)) for p in ("quick", "full"))
-            click.echo(f"{f}: ok ({sc.kind}, {sc.topology}, {steps} steps over both profiles)")
+            counts = ", ".join(
+                f"{len(expand_steps(sc, name))} {name}" for name, _ in sc.profiles.defined()
+            )
+            click.echo(f"{f}: ok ({sc.kind}, {sc.topology}, steps: {counts})")
         except ConfigError as exc:
             bad += 1
             click.echo(f"bench: error: {exc}", err=True)

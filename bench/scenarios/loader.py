@@ -307,8 +307,6 @@ def _problem(path: Path, err: Any, model: type[BaseModel], lines: dict[Loc, int]
         reason = "missing required key"
         if loc[-1] in COMMON_KNOBS and loc[0] == "profiles":
             reason += " (set it in the profile, or once at the top level for both profiles)"
-        elif loc[:1] == ("profiles",) and len(loc) == 2:
-            reason += " (every scenario needs both a quick and a full profile)"
     elif etype == "literal_error":
         reason = f"unknown value {_show(value)}; expected one of: {_choices(ctx)}"
     elif etype in _TYPE_NAMES:

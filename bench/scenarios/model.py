@@ -386,12 +386,30 @@ P = TypeVar("P", bound=ProfileBase)
 
 
 class Profiles(_Strict, Generic[P]):
-    """The two profiles every scenario has."""
+    """A scenario's profiles: one of them, or both."""
 
-    quick: P
+    quick: P | None = None
     """Minutes per broker: for tests and nightly CI."""
-    full: P
+    full: P | None = None
     """The real curve."""
+
+    @field_validator("quick", "full", mode="before")
+    @classmethod
+    def _no_empty_profile(cls, value: Any) -> Any:
+        # "full:" with nothing under it is a mistake, not a profile left out.
+        if value is None:
+            raise ValueError("empty profile: give it its keys, or leave it out")
+        return value
+
+    @model_validator(mode="after")
+    def _at_least_one(self) -> Profiles[P]:
+        if self.quick is None and self.full is None:
+            raise ValueError("define a quick profile, a full profile, or both")
+        return self
+
+    def defined(self) -> list[tuple[str, P]]:
+        """``(name, profile)`` of each profile the file defines."""
+        return [(n, p) for n in PROFILES if (p := getattr(self, n)) is not None]
 
 
 class ScenarioBase(_Strict):
@@ -465,7 +483,10 @@ class ScenarioBase(_Strict):
             raise ConfigError(
                 f"{self.name}: unknown profile {name!r}; choose one of: {', '.join(PROFILES)}"
             )
-        profile: ProfileBase = getattr(self.profiles, name)
+        profile: ProfileBase | None = getattr(self.profiles, name)
+        if profile is None:
+            have = ", ".join(n for n, _ in self.profiles.defined())
+            raise ConfigError(f"{self.name}: has no {name} profile (it defines: {have})")
         return profile
 
 
@@ -493,8 +514,8 @@ class SendFrequencyScenario(_TimedScenario):
     def _oneway_needs_rocketmq(self) -> SendFrequencyScenario:
         if "rocketmq" in self.brokers:
             return self
-        for name in PROFILES:
-            modes = getattr(self.profiles, name).send_modes
+        for name, prof in self.profiles.defined():
+            modes = prof.send_modes
             if "oneway" in modes:
                 raise FieldProblem(
                     ("profiles", name, "send_modes", modes.index("oneway")),
@@ -524,8 +545,8 @@ class KillRecoveryScenario(ScenarioBase):
     def _none_needs_cluster(self) -> KillRecoveryScenario:
         if self.topology == "cluster":
             return self
-        for name in PROFILES:
-            policies = getattr(self.profiles, name).restart_policy
+        for name, prof in self.profiles.defined():
+            policies = prof.restart_policy
             if "none" in policies:
                 raise FieldProblem(
                     ("profiles", name, "restart_policy", policies.index("none")),

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from bench.report.html import render_report
+from tests.tooling import missing_tool
 from tests.unit.synthetic_runs import Spec, make_run
 
 CHROMIUM = Path(os.environ.get("BENCH_CHROMIUM", "/usr/bin/chromium"))
@@ -47,11 +48,12 @@ def _run_dirs(tmp_path: Path) -> list[Path]:
 
 
 def test_report_renders_in_chromium(tmp_path: Path) -> None:
-    sync_api = pytest.importorskip(
-        "playwright.sync_api", reason="playwright is not installed (pip install playwright)"
-    )
+    try:
+        from playwright import sync_api
+    except ImportError:
+        missing_tool("playwright is not installed (pip install playwright)")
     if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} not found: run infra/setup-browser.sh (apt-get install chromium)")
+        missing_tool(f"{CHROMIUM} not found: run infra/setup-browser.sh (apt-get install chromium)")
     report = render_report(_run_dirs(tmp_path), tmp_path / "report.html")
 
     console_errors: list[str] = []

@@ -539,8 +539,8 @@ MALFORMED = [
     pytest.param(
         edit(SF, "    producers: 1\n", "    producer: 1\n"),
         ":15: profiles.quick.producer: unknown key (did you mean 'producers'?); allowed keys: "
-        "warmup_s, message_size, broker_heap_mb, engine, duration_s, rates_per_s, ramp, send_modes, "
-        "connection_modes, producers, topics, batch_size_for_per_batch, max_in_flight "
+        "warmup_s, message_size, broker_heap_mb, engine, duration_s, rates_per_s, ramp, "
+        "send_modes, connection_modes, producers, topics, batch_size_for_per_batch, max_in_flight "
         "(+1 more problem)",
         id="unknown-profile-key-with-suggestion",
     ),
@@ -656,10 +656,9 @@ MALFORMED = [
         id="wrong-type-fraction",
     ),
     pytest.param(
-        TG[: TG.index("  full:")],
-        ":8: profiles.full: missing required key "
-        "(every scenario needs both a quick and a full profile)",
-        id="missing-profiles-full",
+        TG[: TG.index("  quick:")] + "  other: {}\n",
+        ":9: profiles.other: unknown key; allowed keys: quick, full",
+        id="no-profile",
     ),
     pytest.param(
         edit(SF, "    max_in_flight: 10\n  full:", "  full:"),
@@ -768,8 +767,7 @@ MALFORMED = [
     ),
     pytest.param(
         edit(TG, "  full:\n", "  full:\n  fullx:\n"),
-        ":20: profiles.full: wrong type: expected a mapping, got null (empty value) "
-        "(+1 more problem)",
+        ":20: profiles.full: empty profile: give it its keys, or leave it out (+1 more problem)",
         id="empty-profile",
     ),
     pytest.param(
@@ -786,8 +784,8 @@ MALFORMED = [
     pytest.param(
         edit(TG, "    mode: precreate\n", "    mode: precreate\n    brokers: [pulsar]\n"),
         ":12: profiles.quick.brokers: unknown key; allowed keys: warmup_s, message_size, "
-        "broker_heap_mb, engine, duration_s, topic_counts, mode, create_concurrency, active_topics, "
-        "rate_per_s, "
+        "broker_heap_mb, engine, duration_s, topic_counts, mode, create_concurrency, "
+        "active_topics, rate_per_s, "
         "lookup_sample, lookup_timeout_s, pulsar_bundles, rocketmq_create_batch; brokers is a "
         "top-level key",
         id="top-level-key-in-profile",

@@ -11,17 +11,23 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
-import pytest
 import yaml
+
+from tests.tooling import missing_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKFLOW = ROOT / ".github" / "workflows" / "nightly.yml"
 
 
 def _actionlint() -> str | None:
-    candidates = [os.environ.get("ACTIONLINT", ""), shutil.which("actionlint") or ""]
+    candidates = [
+        os.environ.get("ACTIONLINT", ""),
+        shutil.which("actionlint") or "",
+        str(Path(sys.executable).parent / "actionlint"),  # where `make test` installs it
+    ]
     gopath = os.environ.get("GOPATH") or str(Path.home() / "go")
     candidates += [str(Path(gopath) / "bin" / "actionlint"), "/root/go/bin/actionlint"]
     for c in candidates:
@@ -33,9 +39,9 @@ def _actionlint() -> str | None:
 def test_nightly_workflow_passes_actionlint() -> None:
     exe = _actionlint()
     if exe is None:
-        pytest.skip(
-            "actionlint not found on PATH, $ACTIONLINT or ~/go/bin: "
-            "go install github.com/rhysd/actionlint/cmd/actionlint@latest"
+        missing_tool(
+            "actionlint not found on PATH, $ACTIONLINT, the venv or ~/go/bin: `make tools` "
+            "installs it"
         )
     result = subprocess.run(
         [exe, "-no-color", str(WORKFLOW)], capture_output=True, text=True, timeout=120, cwd=ROOT
