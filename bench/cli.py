@@ -8,6 +8,7 @@ keeps its traceback.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -41,9 +42,12 @@ def cli() -> None:
 @click.pass_context
 def infra(ctx: click.Context, infra_dir: str | None) -> None:
     """Start, inspect and stop the brokers (real JVMs on 127.0.0.1)."""
+    from bench.drivers.base import CLIENT_LOG_ENV
     from bench.infra.manager import Infra
 
     ctx.obj = Infra(infra_dir)
+    # Health checks run real clients; their own log lines belong beside the brokers' logs.
+    os.environ.setdefault(CLIENT_LOG_ENV, str(ctx.obj.root / "logs" / "clients.log"))
 
 
 BROKER_CHOICE = click.Choice(["rocketmq", "pulsar", "all"])
@@ -214,7 +218,9 @@ def infra_restart(infra_obj: object, name: str) -> None:
 
 @infra.command("fetch")
 def infra_fetch() -> None:
-    """Resolve every broker runtime's jars from Maven Central into the cache (once)."""
+    """Resolve every broker runtime's jars from Maven Central into the cache (once), and build
+    the JVM load worker."""
+    from bench.engines.jvm import ensure_built
     from bench.infra.artifacts import cache_size_bytes, ensure_classpaths, pinned_version
     from bench.infra.java import find_java
 
@@ -228,6 +234,9 @@ def infra_fetch() -> None:
         f"cache: {cache_size_bytes() / 2**20:.0f} MiB; "
         f"{time.monotonic() - started:.1f} s (runtimes resolved in parallel)"
     )
+    built = time.monotonic()
+    ensure_built(_echo_progress)
+    click.echo(f"JVM worker: ready in {time.monotonic() - built:.1f} s")
 
 
 @infra.command("smoke")

@@ -65,6 +65,10 @@ ERROR_KINDS: Final[tuple[ErrorKind, ...]] = (
 ``client_error``: the client refused locally (queue full, closed, bad argument). ``other``:
 anything unrecognised (look at the logs)."""
 
+CLIENT_LOG_ENV: Final = "BENCH_CLIENT_LOG"
+"""Where client libraries' own log lines go (a file), when the runner names one: never the
+terminal. A worker process leaves it unset: its console is its log file."""
+
 SendCallback = Callable[[BaseException | None], None]
 """Completion of an asynchronous send: None on acknowledgement, else the failure."""
 

@@ -26,17 +26,20 @@ import http.client
 import json
 import logging
 import math
+import os
 import threading
 import time
 import urllib.parse
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, Final
 
 import pulsar
 
 from bench.drivers.base import (
+    CLIENT_LOG_ENV,
     Consumer,
     Driver,
     DriverClient,
@@ -68,6 +71,17 @@ DEFAULTS: Final[dict[str, Any]] = {
     "subscription_type": "Shared",
     "http_timeout_s": 30.0,
 }
+
+
+def client_logger() -> Any:
+    """The C++ client's logger: errors only, into ``$BENCH_CLIENT_LOG`` when set, else the
+    console (a worker's console is its log file; a terminal must never get these lines)."""
+    path = os.environ.get(CLIENT_LOG_ENV)
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        return pulsar.FileLogger(pulsar.LoggerLevel.Error, path)
+    return pulsar.ConsoleLogger(pulsar.LoggerLevel.Error)
+
 
 _TIMEOUT_RESULTS: Final = {pulsar.Result.Timeout}
 _DISCONNECT_RESULTS: Final = {
@@ -218,7 +232,7 @@ class PulsarClient(DriverClient):
             operation_timeout_seconds=int(settings["operation_timeout_s"]),
             io_threads=int(settings["io_threads"]),
             message_listener_threads=int(settings["listener_threads"]),
-            logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Error),
+            logger=client_logger(),
         )
 
     def close(self) -> None:
@@ -392,7 +406,7 @@ class PulsarDriver(Driver):
                 client = pulsar.Client(
                     self.service_url,
                     operation_timeout_seconds=secs,
-                    logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Error),
+                    logger=client_logger(),
                 )
                 self._lookup_clients[secs] = client
             return client

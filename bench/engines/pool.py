@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from bench.drivers.base import registrations
+from bench.drivers.base import CLIENT_LOG_ENV, registrations
 from bench.engines import protocol as p
 from bench.engines.spec import LoadSpec
 from bench.errors import BenchError, ConfigError
@@ -120,6 +120,8 @@ class WorkerPool:
             raise ConfigError(f"worker ids must be unique: {ids}")
         argv, extra_env = worker_command(self.engine)
         env = {**os.environ, **extra_env}
+        # A worker's console is its log file; several processes must not share one client log.
+        env.pop(CLIENT_LOG_ENV, None)
         if self.log_path is not None:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             self._log = open(self.log_path, "ab")  # noqa: SIM115 (closed in stop)

@@ -116,12 +116,14 @@ def pulsar_round_trip(
     subscription, and count what came back. Raises :class:`BrokerUnavailable` on a timeout."""
     import pulsar  # heavy import, only when a Pulsar broker is checked
 
+    from bench.drivers.pulsar import client_logger
+
     started = time.monotonic()
     full_topic = topic if "://" in topic else f"persistent://public/default/{topic}"
     client = pulsar.Client(
         service_url,
         operation_timeout_seconds=max(5, int(timeout_s)),
-        logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Error),
+        logger=client_logger(),
     )
     acked = 0
     lock = threading.Lock()

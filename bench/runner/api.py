@@ -10,6 +10,7 @@ run goes on; Ctrl-C or SIGTERM stops the load, stops the brokers the run started
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 import traceback
@@ -20,6 +21,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from bench.drivers.base import CLIENT_LOG_ENV
 from bench.engines.protocol import DEFAULT_ENGINE, Engine
 from bench.errors import BenchError, ConfigError, RunInterrupted
 from bench.infra.artifacts import pinned_version
@@ -154,6 +156,20 @@ class BrokerSession:
 
 
 @contextmanager
+def _client_log(path: Path) -> Iterator[None]:
+    """Client libraries' log lines go to ``path`` for the run, not to the terminal."""
+    before = os.environ.get(CLIENT_LOG_ENV)
+    os.environ[CLIENT_LOG_ENV] = str(path)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(CLIENT_LOG_ENV, None)
+        else:
+            os.environ[CLIENT_LOG_ENV] = before
+
+
+@contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
     """Treat SIGTERM like Ctrl-C while a run is in progress (CI timeouts send SIGTERM)."""
 
@@ -278,7 +294,7 @@ def run_scenarios(
         run = RunWriter.create(out_dir, run_metadata(pairs, profile, wanted, only, engine))
         progress.message(f"run {run.run_id}: {total} steps -> {run.run_dir}")
         try:
-            with run, _sigterm_as_interrupt():
+            with run, _sigterm_as_interrupt(), _client_log(run.run_dir / "logs" / "clients.log"):
                 for scenario, broker, steps in plan:
                     session = BrokerSession(root / broker, run, progress)
                     try:

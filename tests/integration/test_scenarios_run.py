@@ -259,13 +259,17 @@ def test_sigint_mid_run_keeps_finished_steps_and_stops_brokers(tmp_path: Path) -
             time.sleep(1)
         assert steps_file is not None, "no step finished in time"
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=180)
+        out_text, err = proc.communicate(timeout=180)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
     assert proc.returncode == 130, err
     assert "interrupted after" in err and "Traceback" not in err
+    # The terminal gets our lines only: the clients' own logs go to the run's logs/ files.
+    terminal = out_text + err
+    for client_line in ("ClientConnection", "ProducerImpl", "ConsumerImpl", "INFO  ["):
+        assert client_line not in terminal, terminal
     run = load_run(steps_file.parent)
     assert run.status == "partial"
     assert len(run.step_records) >= 1
