@@ -43,6 +43,7 @@ import click
 
 from bench.drivers.base import open_driver
 from bench.engines.pool import WorkerPool
+from bench.engines.protocol import ENGINES, Engine
 from bench.engines.spec import LoadSpec, is_warmup
 from bench.errors import BenchError, BrokerStartError
 from bench.infra.artifacts import ensure_classpath
@@ -50,7 +51,7 @@ from bench.infra.java import find_java
 from bench.infra.manager import Infra
 from bench.infra.paths import bench_home, project_infra_dir
 from bench.infra.topology import Broker, Endpoints, InfraSettings
-from bench.metrics.intervals import ACKED, SENT, merge
+from bench.metrics.intervals import ACKED, RECEIVED, SENT, merge
 from bench.metrics.resources import CpuMeter
 
 TARGET_RATIO = 0.9
@@ -77,6 +78,11 @@ class CalibrationRow:
     workers: int
     seconds: float
     native_tool: str
+    engine: str = "python"
+    consume_rate: float | None = None
+    """Messages a second our consumers (one subscription) received, in a run of their own
+    that offered ``consume_offered_rate`` (the row's ``bench_rate``) at a fixed rate."""
+    consume_offered_rate: float | None = None
     bench_sent_rate: float | None = None
     broker_rate: float | None = None
     bench_errors: dict[str, int] = field(default_factory=dict)
@@ -94,7 +100,14 @@ class CalibrationRow:
     def to_json(self) -> dict[str, Any]:
         """The row as JSON-able dict (rates rounded to 0.1 msg/s, ratio to 0.001)."""
         d = asdict(self)
-        for k in ("native_rate", "bench_rate", "bench_sent_rate", "broker_rate"):
+        for k in (
+            "native_rate",
+            "bench_rate",
+            "bench_sent_rate",
+            "broker_rate",
+            "consume_rate",
+            "consume_offered_rate",
+        ):
             if d[k] is not None:
                 d[k] = round(d[k], 1)
         if d["ratio"] is not None:
@@ -280,6 +293,7 @@ class BenchRate:
     acked_rate: float
     sent_rate: float
     broker_rate: float | None
+    received_rate: float
     errors: dict[str, int]
     failures: dict[str, str]
     window: tuple[float, float] = (0.0, 0.0)
@@ -300,9 +314,13 @@ def bench_rate(
     max_in_flight: int,
     driver_settings: dict[str, Any] | None = None,
     cpu: CpuMeter | None = None,
+    engine: Engine = "python",
+    rate_per_s: float | None = None,
+    subscriptions: int = 0,
 ) -> BenchRate:
-    """Run ``workers`` closed-loop producer processes on ``topic``; measure the window after
-    ``warmup``. With ONEWAY the broker's stored-message count gives ``broker_rate``."""
+    """Run ``workers`` producer processes of ``engine`` on ``topic``, closed loop unless
+    ``rate_per_s`` (in total) is given, with ``subscriptions`` consumers; measure the window
+    after ``warmup``. With ONEWAY the broker's stored-message count gives ``broker_rate``."""
     run_id = f"cal-{uuid.uuid4().hex[:8]}"
     specs = [
         LoadSpec(
@@ -313,11 +331,11 @@ def bench_rate(
             topics=(topic,),
             path=path,
             producers_per_topic=1,
-            rate_per_s=None,
+            rate_per_s=rate_per_s / workers if rate_per_s else None,
             max_in_flight=max_in_flight,
             send_mode=send_mode,
             message_size=size,
-            subscriptions_per_topic=0,
+            subscriptions_per_topic=subscriptions,
             warmup_s=warmup,
             duration_s=seconds,
             deadline_s=warmup + seconds + 300.0,
@@ -327,7 +345,7 @@ def bench_rate(
     ]
     collected = []
     broker_rate = None
-    with open_driver(broker, ep, path=path) as admin, WorkerPool() as pool:
+    with open_driver(broker, ep, path=path) as admin, WorkerPool(engine) as pool:
         pool.start(specs)
         if cpu is not None:
             for pid in pool.pids().values():
@@ -362,9 +380,16 @@ def bench_rate(
     window = (m.end_ns - m.start_ns) / 1e9
     acked = m.counters.get(ACKED, 0)
     sent = m.counters.get(SENT, 0)
+    received = m.counters.get(RECEIVED, 0)
     measured_at = (go + warmup, go + warmup + seconds)
     return BenchRate(
-        acked / window, sent / window, broker_rate, dict(m.errors), failures, measured_at
+        acked / window,
+        sent / window,
+        broker_rate,
+        received / window,
+        dict(m.errors),
+        failures,
+        measured_at,
     )
 
 
@@ -471,31 +496,45 @@ def calibrate_broker(
     rounds: int,
     cpu: CpuMeter,
     bare: bool = False,
+    engines: Sequence[Engine] = ("python",),
 ) -> list[CalibrationRow]:
-    """Native tool, then our driver (and, for RocketMQ, its other paths), ``rounds`` times
-    interleaved; one row per path with the medians (a shared machine's load drifts, so the two
-    sides are measured alternately rather than one long run each). ``cpu`` meters the clients
-    as they start, beside whatever broker processes it already watches."""
+    """Native tool, then each engine's workers on each path, ``rounds`` times interleaved; one
+    row per (engine, path, mode) with the medians (a shared machine's load drifts, so the sides
+    are measured alternately rather than one long run each). Then, per row, a run of its own at
+    the rate the producers reached, with one subscription: the rate our consumers sustain.
+    ``cpu`` meters the clients as they start, beside whatever broker processes it watches."""
     tag = uuid.uuid4().hex[:6]
+    if broker == "pulsar":
+        tool = "pulsar-perf produce (batching off)"
+        paths = [("direct", "async", "batching off in both")]
+    else:
+        tool = "rocketmq-example benchmark.Producer (remoting, 64 sync threads)"
+        paths = [
+            ("proxy", "async", "5.x gRPC client through the proxy"),
+            ("direct", "async", "remoting straight to the broker"),
+            ("direct", "oneway", "ONEWAY over remoting; rate = broker-stored"),
+        ]
+    runs = [
+        (engine, path, mode, f"calibrate-{tag}-{engine}-{path}-{mode}", note)
+        for engine in engines
+        for path, mode, note in paths
+    ]
+    # Consumers get fresh topics: a new RocketMQ pop group may start at a queue's first offset.
+    consume_topics = {run[:3]: f"{run[3]}-consume" for run in runs}
     with open_driver(broker, ep, path="direct" if broker == "pulsar" else "proxy") as admin:
-        topics = [f"calibrate-{tag}-{k}" for k in ("native", "bench", "direct", "oneway")]
+        topics = [
+            f"calibrate-{tag}-native",
+            f"calibrate-{tag}-bare",
+            *(r[3] for r in runs),
+            *consume_topics.values(),
+        ]
         for r in admin.create_topics(topics, 4):
             if not r.ok:
                 raise BrokerStartError(f"cannot create calibration topic {r.name}: {r.error}")
-    if broker == "pulsar":
-        tool = "pulsar-perf produce (batching off)"
-        runs = [("direct", "async", topics[1], "batching off in both")]
-    else:
-        tool = "rocketmq-example benchmark.Producer (remoting, 64 sync threads)"
-        runs = [
-            ("proxy", "async", topics[1], "5.x gRPC client through the proxy"),
-            ("direct", "async", topics[2], "remoting straight to the broker"),
-            ("direct", "oneway", topics[3], "ONEWAY over remoting; rate = broker-stored"),
-        ]
     natives: list[float] = []
     bares: list[tuple[float, float]] = []
     native_cpu: dict[str, list[float | None]] = {CLIENT_NATIVE: [], BROKER: []}
-    got: dict[tuple[str, str], list[BenchRate]] = {(p, m): [] for p, m, _, _ in runs}
+    got: dict[tuple[str, str, str], list[BenchRate]] = {r[:3]: [] for r in runs}
     for n in range(rounds):
         progress(f"{broker}: round {n + 1}/{rounds}: {tool} for {warmup + seconds:.0f} s")
         if broker == "pulsar":
@@ -509,11 +548,12 @@ def calibrate_broker(
         natives.append(native)
         for group in (CLIENT_NATIVE, BROKER):
             native_cpu[group].append(_per_message_us(cpu, group, (ended - seconds, ended), native))
-        for path, mode, topic, _ in runs:
+        for engine, path, mode, topic, _ in runs:
             progress(
-                f"{broker}: round {n + 1}/{rounds}: our driver ({path}, {mode}), {workers} workers"
+                f"{broker}: round {n + 1}/{rounds}: {engine} engine ({path}, {mode}), "
+                f"{workers} workers"
             )
-            got[(path, mode)].append(
+            got[(engine, path, mode)].append(
                 bench_rate(
                     broker,
                     ep,
@@ -526,11 +566,12 @@ def calibrate_broker(
                     workers=workers,
                     max_in_flight=max_in_flight,
                     cpu=cpu,
+                    engine=engine,
                 )
             )
         if bare and broker == "pulsar":
             progress(f"{broker}: round {n + 1}/{rounds}: bare pulsar-client loop, 1 process")
-            bares.append(bare_pulsar(ep, topics[1], size, seconds, warmup, max_in_flight))
+            bares.append(bare_pulsar(ep, f"calibrate-{tag}-bare", size, seconds, warmup, max_in_flight))
     native_rate = statistics.median(natives)
     rows: list[CalibrationRow] = []
     if bares:
@@ -555,8 +596,8 @@ def calibrate_broker(
                 bench_rates=[round(r, 1) for r, _ in bares],
             )
         )
-    for path, mode, _, note in runs:
-        results = got[(path, mode)]
+    for engine, path, mode, _, note in runs:
+        results = got[(engine, path, mode)]
         per_round = [g.broker_rate if mode == "oneway" else g.acked_rate for g in results]
         rates = [r for r in per_round if r is not None]
         rate = statistics.median(rates) if rates else None
@@ -586,6 +627,24 @@ def calibrate_broker(
                 ]
             ),
         }
+        consumed = None
+        if rate:
+            progress(f"{broker}: {engine} engine ({path}, {mode}): consumers at {rate:.0f}/s")
+            consumed = bench_rate(
+                broker,
+                ep,
+                path=path,
+                send_mode=mode,
+                topic=consume_topics[(engine, path, mode)],
+                size=size,
+                seconds=seconds,
+                warmup=warmup,
+                workers=workers,
+                max_in_flight=max_in_flight,
+                engine=engine,
+                rate_per_s=rate,
+                subscriptions=1,
+            ).received_rate
         rows.append(
             CalibrationRow(
                 broker=broker,
@@ -598,6 +657,9 @@ def calibrate_broker(
                 workers=workers,
                 seconds=seconds,
                 native_tool=tool,
+                engine=engine,
+                consume_rate=consumed,
+                consume_offered_rate=rate,
                 bench_sent_rate=statistics.median([g.sent_rate for g in results]),
                 broker_rate=statistics.median(brokers) if brokers else None,
                 bench_errors=errors,
@@ -613,8 +675,9 @@ def calibrate_broker(
 
 def _format_table(rows: Sequence[CalibrationRow]) -> str:
     head = (
-        f"{'broker':9} {'path':7} {'mode':7} {'native/s':>10} {'bench/s':>10} {'ratio':>6}"
-        f"  {'client CPU us/msg':>17}  {'broker CPU us/msg':>17}  notes"
+        f"{'broker':9} {'engine':7} {'path':7} {'mode':7} {'native/s':>10} {'bench/s':>10}"
+        f" {'ratio':>6} {'consumed/s':>10}  {'client CPU us/msg':>17}  {'broker CPU us/msg':>17}"
+        "  notes"
     )
     lines = [head]
 
@@ -627,9 +690,9 @@ def _format_table(rows: Sequence[CalibrationRow]) -> str:
         client = f"{num(c.get('native_client'))} / {num(c.get('bench_client'))}"
         brk = f"{num(c.get('native_broker'))} / {num(c.get('bench_broker'))}"
         lines.append(
-            f"{r.broker:9} {r.path:7} {r.send_mode:7} {num(r.native_rate):>10} "
-            f"{num(r.bench_rate):>10} {num(r.ratio, '.2f'):>6}  {client:>17}  {brk:>17}  "
-            f"{r.notes}{flag}"
+            f"{r.broker:9} {r.engine:7} {r.path:7} {r.send_mode:7} {num(r.native_rate):>10} "
+            f"{num(r.bench_rate):>10} {num(r.ratio, '.2f'):>6} {num(r.consume_rate):>10}  "
+            f"{client:>17}  {brk:>17}  {r.notes}{flag}"
         )
     lines.append("(CPU per message: native tool / our workers, and the broker during each)")
     return "\n".join(lines)
@@ -641,6 +704,13 @@ def _format_table(rows: Sequence[CalibrationRow]) -> str:
     type=click.Choice(["pulsar", "rocketmq", "all"]),
     default="all",
     show_default=True,
+)
+@click.option(
+    "--engine",
+    type=click.Choice([*ENGINES, "all"]),
+    default="all",
+    show_default=True,
+    help="The load engine(s) to measure against the native tool.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as a JSON list.")
 @click.option("--message-size", type=click.IntRange(64, 4 << 20), default=1024, show_default=True)
@@ -689,6 +759,7 @@ def _format_table(rows: Sequence[CalibrationRow]) -> str:
 )
 def calibrate_cmd(
     broker: str,
+    engine: str,
     as_json: bool,
     message_size: int,
     seconds: float,
@@ -724,6 +795,7 @@ def calibrate_cmd(
                 progress=progress,
                 rounds=rounds,
                 bare=bare,
+                engines=cast(tuple[Engine, ...], ENGINES if engine == "all" else (engine,)),
             )
     finally:
         if infra_dir is None:
@@ -736,7 +808,7 @@ def calibrate_cmd(
     if min_ratio is not None:
         low = [r for r in rows if r.ratio is None or r.ratio < min_ratio]
         if low:
-            what = ", ".join(f"{r.broker}/{r.path}/{r.send_mode}={r.ratio}" for r in low)
+            what = ", ".join(f"{r.broker}/{r.engine}/{r.path}/{r.send_mode}={r.ratio}" for r in low)
             raise BenchError(f"calibration ratio below {min_ratio}: {what}")
 
 
@@ -770,10 +842,12 @@ def _calibrate_one(
     progress: Callable[[str], None],
     rounds: int,
     bare: bool = False,
+    engines: Sequence[Engine] = ("python",),
 ) -> list[CalibrationRow]:
     kwargs: dict[str, Any] = {
         "rounds": rounds,
         "bare": bare,
+        "engines": engines,
         "size": size,
         "seconds": seconds,
         "warmup": warmup,

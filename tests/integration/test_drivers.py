@@ -223,7 +223,7 @@ def test_calibrate_json_end_to_end(infra: tuple[str, Infra]) -> None:
             broker,
             "--json",
             "--seconds",
-            "5",
+            "4",
             "--warmup",
             "1",
             "--workers",
@@ -245,7 +245,10 @@ def test_calibrate_json_end_to_end(infra: tuple[str, Infra]) -> None:
             ("rocketmq", "direct", "oneway"),
         }
     )
-    assert {(r["broker"], r["path"], r["send_mode"]) for r in rows} == expected
+    engines = {"python", "jvm"}
+    want = {(*e, engine) for e in expected for engine in engines if e[1] != "bare"}
+    want |= {(*e, "python") for e in expected if e[1] == "bare"}
+    assert {(r["broker"], r["path"], r["send_mode"], r["engine"]) for r in rows} == want
     for bare in [r for r in rows if r["path"] == "bare"]:
         # One process of pulsar-client with nothing of ours: a rate and its CPU per message.
         assert bare["bench_rate"] > 0 and bare["workers"] == 1
@@ -254,6 +257,9 @@ def test_calibrate_json_end_to_end(infra: tuple[str, Infra]) -> None:
         assert row["native_rate"] > 0 and row["bench_rate"] > 0
         assert row["ratio"] == pytest.approx(row["bench_rate"] / row["native_rate"], rel=0.01)
         assert row["message_size"] == 1024 and row["workers"] == 2
+        # The consumers ran at the rate the producers reached, and took most of it.
+        assert row["consume_offered_rate"] == pytest.approx(row["bench_rate"], rel=0.01)
+        assert row["consume_rate"] > 0.5 * row["bench_rate"], row
         assert row["notes"]
         # Where the difference comes from: CPU per message of each client and of the broker.
         cpu = row["cpu_us_per_message"]
