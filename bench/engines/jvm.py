@@ -73,11 +73,13 @@ def source_hash(root: Path | None = None) -> str:
     """A hash of everything the build depends on: the POM, Maven settings and all sources."""
     root = root or engine_dir()
     digest = hashlib.sha256()
-    files = [root / "pom.xml", project_infra_dir() / "maven" / "settings.xml"]
-    files += sorted(p for p in (root / "src").rglob("*") if p.is_file())
-    for path in files:
-        digest.update(str(path.relative_to(root.parent.parent)).encode() + b"\0")
-        digest.update(path.read_bytes() + b"\0")
+    settings = project_infra_dir() / "maven" / "settings.xml"
+    files = [(root / "pom.xml", "pom.xml"), (settings, "settings.xml")]
+    files += [
+        (p, str(p.relative_to(root))) for p in sorted((root / "src").rglob("*")) if p.is_file()
+    ]
+    for path, name in files:
+        digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:16]
 
 
