@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import re
 import struct
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -46,8 +47,11 @@ __all__ = [
     "RemotingCommand",
     "RequestCode",
     "ResponseCode",
+    "StoredMessage",
     "TopicRoute",
     "decode_payload",
+    "decode_properties",
+    "decode_stored_messages",
     "encode_command",
     "encode_properties",
     "loads_lenient",
@@ -55,6 +59,7 @@ __all__ = [
     "parse_kv_table",
     "parse_topic_route",
     "response_code_name",
+    "stored_message_bodies",
     "topic_config_json",
 ]
 
@@ -80,9 +85,13 @@ _PREFIX = struct.Struct(">II")
 class RequestCode:
     """Request codes used by the suite (RequestCode.java at rocketmq-all-5.3.3)."""
 
+    PULL_MESSAGE: Final = 11
+    QUERY_CONSUMER_OFFSET: Final = 14
+    UPDATE_CONSUMER_OFFSET: Final = 15
     UPDATE_AND_CREATE_TOPIC: Final = 17
     UPDATE_AND_CREATE_TOPIC_LIST: Final = 18
     GET_BROKER_RUNTIME_INFO: Final = 28
+    GET_MAX_OFFSET: Final = 30
     GET_ROUTEINFO_BY_TOPIC: Final = 105
     GET_BROKER_CLUSTER_INFO: Final = 106
     DELETE_TOPIC_IN_BROKER: Final = 215
@@ -104,6 +113,13 @@ class ResponseCode:
     SERVICE_NOT_AVAILABLE: Final = 14
     NO_PERMISSION: Final = 16
     TOPIC_NOT_EXIST: Final = 17
+    PULL_NOT_FOUND: Final = 19
+    PULL_RETRY_IMMEDIATELY: Final = 20
+    PULL_OFFSET_MOVED: Final = 21
+    QUERY_NOT_FOUND: Final = 22
+    SUBSCRIPTION_PARSE_FAILED: Final = 23
+    SUBSCRIPTION_NOT_EXIST: Final = 24
+    SUBSCRIPTION_GROUP_NOT_EXIST: Final = 26
     INVALID_PARAMETER: Final = 29
     FLOW_CONTROL: Final = 215
 
@@ -383,6 +399,11 @@ class QueueData:
         """True if the broker accepts sends to this topic (PERM_WRITE set)."""
         return bool(self.perm & PERM_WRITE)
 
+    @property
+    def readable(self) -> bool:
+        """True if consumers may pull this topic's queues there (PERM_READ set)."""
+        return bool(self.perm & PERM_READ)
+
 
 @dataclass(frozen=True, slots=True)
 class MessageQueue:
@@ -538,3 +559,200 @@ def encode_properties(props: Mapping[str, str]) -> str:
             raise ValueError(f"message property {k!r} contains a RocketMQ separator byte")
         parts.append(f"{k}{_NAME_VALUE_SEP}{v}{_PROPERTY_SEP}")
     return "".join(parts)
+
+
+# --- stored messages (a PULL_MESSAGE body) ---------------------------------------------------
+#
+# A pull answer's body is the broker's stored messages end to end, each as MessageDecoder reads
+# it in 5.3.3 (all integers big-endian):
+#
+#     int32 totalSize   int32 magicCode   int32 bodyCRC   int32 queueId   int32 flag
+#     int64 queueOffset int64 physicalOffset              int32 sysFlag   int64 bornTimestamp
+#     bornHost: 4-byte IPv4 (16-byte IPv6 if sysFlag BORNHOST_V6) + int32 port
+#     int64 storeTimestamp
+#     storeHost: 4-byte IPv4 (16-byte IPv6 if sysFlag STOREHOST_V6) + int32 port
+#     int32 reconsumeTimes  int64 preparedTransactionOffset
+#     int32 bodyLength + body
+#     topic: 1-byte length (2-byte with the V2 magic) + UTF-8
+#     int16 propertiesLength + properties (name \x01 value \x02 ...)
+
+MESSAGE_MAGIC_V1: Final = -626843481
+MESSAGE_MAGIC_V2: Final = -626843477
+# MessageSysFlag bits.
+SYSFLAG_COMPRESSED: Final = 0x1
+SYSFLAG_BORNHOST_V6: Final = 0x1 << 4
+SYSFLAG_STOREHOST_V6: Final = 0x1 << 5
+_COMPRESSION_TYPE_MASK: Final = 0x7 << 8
+# CompressionType by (sysFlag & mask) >> 8: 0 (before compression types existed) and 3 are zlib.
+_ZLIB_TYPES: Final = (0, 3)
+_COMPRESSION_NAMES: Final = {1: "LZ4", 2: "ZSTD"}
+
+# totalSize, magic, queueOffset, sysFlag (skipping bodyCRC, queueId, flag, physicalOffset).
+_STORED_HEAD = struct.Struct(">ii12xq8xi")
+_STORED_FULL = struct.Struct(">iiiiiqqiq")  # ... through bornTimestamp
+_I32 = struct.Struct(">i")
+_I16 = struct.Struct(">h")
+_U16 = struct.Struct(">H")
+_Q64 = struct.Struct(">q")
+# Offset of the body length word with IPv4 hosts: 48 (through bornTimestamp) + 8 (born host)
+# + 8 (store timestamp) + 8 (store host) + 4 (reconsume times) + 8 (prepared offset).
+_BODY_LEN_V4: Final = 84
+_STORED_MIN: Final = _BODY_LEN_V4 + 4 + 1 + 2
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    """One message as the broker stored it (the fields a pull consumer may want)."""
+
+    queue_id: int
+    queue_offset: int
+    sys_flag: int
+    born_timestamp_ms: int
+    store_timestamp_ms: int
+    reconsume_times: int
+    topic: str
+    body: bytes
+    """Decompressed if the broker stored it compressed."""
+    properties: dict[str, str]
+
+
+def _inflate(body: bytes, sys_flag: int) -> bytes:
+    kind = (sys_flag & _COMPRESSION_TYPE_MASK) >> 8
+    if kind not in _ZLIB_TYPES:
+        name = _COMPRESSION_NAMES.get(kind, f"type {kind}")
+        raise ProtocolError(f"stored message is {name}-compressed; only zlib is supported")
+    try:
+        return zlib.decompress(body)
+    except zlib.error as exc:
+        raise ProtocolError(f"stored message body does not inflate: {exc}") from exc
+
+
+def _body_len_pos(sys_flag: int) -> int:
+    pos = _BODY_LEN_V4
+    if sys_flag & SYSFLAG_BORNHOST_V6:
+        pos += 12
+    if sys_flag & SYSFLAG_STOREHOST_V6:
+        pos += 12
+    return pos
+
+
+def _check_stored(data: bytes | memoryview, pos: int, size: int, magic: int, end: int) -> None:
+    if magic != MESSAGE_MAGIC_V1 and magic != MESSAGE_MAGIC_V2:
+        raise ProtocolError(f"stored message at byte {pos} has magic {magic:#x}, not a message")
+    if size < _STORED_MIN or pos + size > end:
+        raise ProtocolError(
+            f"stored message at byte {pos} claims {size} bytes; {end - pos} remain in the body"
+        )
+
+
+def stored_message_bodies(data: bytes) -> list[tuple[int, bytes]]:
+    """The (queue offset, body) of each stored message in a pull answer's body, in order.
+
+    The fast path of a pull consumer: only the fields it needs are read, with one
+    ``unpack_from`` for the fixed head. Compressed bodies (zlib) are inflated. Raises
+    :class:`ProtocolError` on bytes that are not stored messages.
+    """
+    out: list[tuple[int, bytes]] = []
+    end = len(data)
+    pos = 0
+    head = _STORED_HEAD.unpack_from
+    i32 = _I32.unpack_from
+    # Each pass consumes one message of at least _STORED_MIN bytes: bounded by the body size.
+    while pos < end:
+        if end - pos < _STORED_MIN:
+            raise ProtocolError(f"{end - pos} trailing bytes after the last stored message")
+        size, magic, queue_offset, sys_flag = head(data, pos)
+        if (
+            size < _STORED_MIN
+            or pos + size > end
+            or (magic != MESSAGE_MAGIC_V1 and magic != MESSAGE_MAGIC_V2)
+        ):
+            _check_stored(data, pos, size, magic, end)
+        blen_at = pos + (
+            _BODY_LEN_V4
+            if not sys_flag & (SYSFLAG_BORNHOST_V6 | SYSFLAG_STOREHOST_V6)
+            else _body_len_pos(sys_flag)
+        )
+        (blen,) = i32(data, blen_at)
+        start = blen_at + 4
+        if blen < 0 or start + blen > pos + size:
+            raise ProtocolError(f"stored message at byte {pos} has a body of {blen} bytes")
+        body = data[start : start + blen]
+        if sys_flag & SYSFLAG_COMPRESSED:
+            body = _inflate(body, sys_flag)
+        out.append((queue_offset, body))
+        pos += size
+    return out
+
+
+def decode_stored_messages(data: bytes) -> list[StoredMessage]:
+    """Every field a consumer may want of each stored message in a pull answer's body.
+
+    Slower than :func:`stored_message_bodies` (topic and properties are decoded too); for
+    tests and diagnostics.
+    """
+    out: list[StoredMessage] = []
+    end = len(data)
+    pos = 0
+    try:
+        while pos < end:  # each pass consumes one message of at least _STORED_MIN bytes
+            if end - pos < _STORED_MIN:
+                raise ProtocolError(f"{end - pos} trailing bytes after the last stored message")
+            (size, magic, _crc, queue_id, _flag, queue_offset, _phys, sys_flag, born) = (
+                _STORED_FULL.unpack_from(data, pos)
+            )
+            _check_stored(data, pos, size, magic, end)
+            p = pos + _STORED_FULL.size
+            p += (16 if sys_flag & SYSFLAG_BORNHOST_V6 else 4) + 4
+            (stored_at,) = _Q64.unpack_from(data, p)
+            p += 8 + (16 if sys_flag & SYSFLAG_STOREHOST_V6 else 4) + 4
+            (reconsume,) = _I32.unpack_from(data, p)
+            p += 4 + 8
+            (blen,) = _I32.unpack_from(data, p)
+            p += 4
+            if blen < 0 or p + blen > pos + size:
+                raise ProtocolError(f"stored message at byte {pos} has a body of {blen} bytes")
+            body = bytes(data[p : p + blen])
+            p += blen
+            if sys_flag & SYSFLAG_COMPRESSED:
+                body = _inflate(body, sys_flag)
+            if magic == MESSAGE_MAGIC_V2:
+                (tlen,) = _U16.unpack_from(data, p)
+                p += 2
+            else:
+                tlen = data[p]
+                p += 1
+            topic = bytes(data[p : p + tlen]).decode()
+            p += tlen
+            (plen,) = _I16.unpack_from(data, p)
+            p += 2
+            props_text = bytes(data[p : p + max(plen, 0)]).decode()
+            if p + max(plen, 0) > pos + size:
+                raise ProtocolError(f"stored message at byte {pos} overruns its size")
+            out.append(
+                StoredMessage(
+                    queue_id=queue_id,
+                    queue_offset=queue_offset,
+                    sys_flag=sys_flag,
+                    born_timestamp_ms=born,
+                    store_timestamp_ms=stored_at,
+                    reconsume_times=reconsume,
+                    topic=topic,
+                    body=body,
+                    properties=decode_properties(props_text),
+                )
+            )
+            pos += size
+    except (struct.error, IndexError, UnicodeDecodeError) as exc:
+        raise ProtocolError(f"malformed stored message at byte {pos}: {exc}") from exc
+    return out
+
+
+def decode_properties(text: str) -> dict[str, str]:
+    """Decode message properties as ``MessageDecoder.string2messageProperties`` does."""
+    out: dict[str, str] = {}
+    for item in text.split(_PROPERTY_SEP):
+        name, sep, value = item.partition(_NAME_VALUE_SEP)
+        if sep and name:
+            out[name] = value
+    return out

@@ -1,4 +1,4 @@
-"""The Apache RocketMQ driver: the 5.x gRPC client for data, the remoting protocol for the rest.
+"""The Apache RocketMQ driver: the 5.x gRPC client (proxy path) or remoting (direct path).
 
 What goes where, and why:
 
@@ -9,11 +9,16 @@ What goes where, and why:
   pipelined async, and ONEWAY). ONEWAY always goes this way, whatever the path: the proxy has no
   ONEWAY. A ONEWAY send gets no acknowledgement, so what arrived is counted by the consumers
   and by the broker (:meth:`RocketMQDriver.broker_stats`).
-- Consumption, either path: a 5.x ``SimpleConsumer`` per (client, subscription) through the
+- Consumption, ``path="proxy"``: a 5.x ``SimpleConsumer`` per (client, subscription) through the
   proxy, with ``receive_threads`` threads long-polling batches and acknowledging each batch with
   one ``AckMessage`` request (the client's own ``ack`` sends one RPC per message, and
   ``PushConsumer`` additionally blocks a consumption thread on each). A subscription is a
   consumer group; the topics a client subscribes under one group share its SimpleConsumer.
+- Consumption, ``path="direct"``: a :class:`~bench.protocol.remoting_pull.PullConsumer` per
+  (client, subscription), PULL_MESSAGE over remoting straight to the brokers (long polling,
+  ``pull_batch`` messages a pull, ``pull_suspend_s`` held); the topics a client subscribes under
+  one group share it. Topics are sharded across workers, so each (topic, group) has one
+  consumer process: every pull consumer takes all of its topics' queues (index 0 of 1).
 - Admin: topic creation (one ``UPDATE_AND_CREATE_TOPIC`` per topic on every master, pipelined
   ``concurrency`` deep; or ``UPDATE_AND_CREATE_TOPIC_LIST`` batches with ``create_batch_size`` >
   1), lookups, broker counters: remoting. Lookup ``admin`` is the name server's route query
@@ -23,8 +28,8 @@ What goes where, and why:
 
 Settings (recorded with results): ``queue_nums`` (8, mqadmin's default), ``create_batch_size``,
 ``request_timeout_s`` (5.x client), ``remoting_timeout_s``, ``admin_timeout_s``,
-``receive_threads``, ``receive_batch``, ``await_s`` (long polling), ``invisible_s``,
-``client_log_level``.
+``receive_threads``, ``receive_batch``, ``await_s`` (long polling), ``invisible_s`` (those four:
+proxy path), ``pull_batch``, ``pull_suspend_s`` (direct path), ``client_log_level``.
 """
 
 from __future__ import annotations
@@ -61,6 +66,7 @@ from bench.protocol.remoting import (
     RemotingError,
     wait_result,
 )
+from bench.protocol.remoting_pull import PullConsumer
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +86,8 @@ DEFAULTS: Final[dict[str, Any]] = {
     "receive_batch": 32,
     "await_s": 2,
     "invisible_s": 30,
+    "pull_batch": 32,
+    "pull_suspend_s": 5.0,
     "client_log_level": "WARNING",
 }
 _GET_TOPIC_STATS_INFO: Final = 202  # RequestCode.GET_TOPIC_STATS_INFO
@@ -120,7 +128,7 @@ class RocketMQClient(DriverClient):
         self._lock = threading.Lock()
         self._producer: Any = None
         self._remoting: RemotingClient | None = None
-        self._groups: dict[str, _GroupConsumer] = {}
+        self._groups: dict[str, _GroupConsumer | _PullGroup] = {}
         self._closed = False
 
     def producer_5x(self, topic: str) -> Any:
@@ -153,16 +161,22 @@ class RocketMQClient(DriverClient):
                 )
             return self._remoting
 
-    def group(self, name: str) -> _GroupConsumer:
+    def group(self, name: str) -> _GroupConsumer | _PullGroup:
+        """The client's consumer of group ``name`` (created on first use): a 5.x
+        SimpleConsumer on the proxy path, a remoting pull consumer on the direct path."""
         with self._lock:
             if self._closed:
                 raise DriverError("RocketMQ client is closed")
             g = self._groups.get(name)
             if g is None:
-                g = self._groups[name] = _GroupConsumer(self._driver, name)
+                g = self._groups[name] = (
+                    _PullGroup(self._driver, name)
+                    if self._driver.path == "direct"
+                    else _GroupConsumer(self._driver, name)
+                )
             return g
 
-    def drop_group(self, name: str, group: _GroupConsumer) -> None:
+    def drop_group(self, name: str, group: _GroupConsumer | _PullGroup) -> None:
         with self._lock:
             if self._groups.get(name) is group:
                 del self._groups[name]
@@ -412,6 +426,46 @@ class _GroupConsumer:
             t.join(float(self._driver.settings["await_s"]) + 5.0)
 
 
+class _PullGroup:
+    """One remoting pull consumer (a consumer group) for the direct path.
+
+    Same surface as :class:`_GroupConsumer`. The pull consumer recovers from broker restarts by
+    itself (it retries and looks routes up again), so it is never re-created.
+    """
+
+    recreated = 0
+
+    def __init__(self, driver: RocketMQDriver, group: str) -> None:
+        s = driver.settings
+        self.group = group
+        self.errors = 0
+        self.consumer = PullConsumer(
+            group,
+            namesrv=driver.endpoints.namesrv,
+            on_error=self._on_error,
+            batch=int(s["pull_batch"]),
+            suspend_s=float(s["pull_suspend_s"]),
+            timeout_s=float(s["remoting_timeout_s"]),
+        )
+
+    def _on_error(self, exc: BaseException) -> None:
+        # Failed pulls while a broker is down are expected (the worker sees the gap in what it
+        # receives); a line each would flood the log.
+        self.errors += 1
+        log.debug("rocketmq pull consumer %s: %s", self.group, exc)
+
+    def add(self, topic: str, on_message: OnMessage) -> None:
+        self.consumer.subscribe(topic, on_message)
+
+    def remove(self, topic: str) -> bool:
+        """Stop delivering ``topic``; return True when the group has no topic left."""
+        self.consumer.unsubscribe(topic)
+        return not self.consumer.topics
+
+    def shutdown(self) -> None:
+        self.consumer.close()
+
+
 def _check_ack(fut: Future[Any]) -> None:
     if fut.cancelled():  # the consumer shut down with the ack in flight
         return
@@ -421,10 +475,14 @@ def _check_ack(fut: Future[Any]) -> None:
 
 
 class RocketMQConsumer(Consumer):
-    """One topic of a group's SimpleConsumer."""
+    """One topic of a group's SimpleConsumer (proxy path) or pull consumer (direct path)."""
 
     def __init__(
-        self, topic: str, subscription: str, client: RocketMQClient, group: _GroupConsumer
+        self,
+        topic: str,
+        subscription: str,
+        client: RocketMQClient,
+        group: _GroupConsumer | _PullGroup,
     ) -> None:
         self.topic = topic
         self.subscription = subscription
@@ -434,7 +492,8 @@ class RocketMQConsumer(Consumer):
 
     @property
     def restarts(self) -> int:
-        """How often the driver had to re-create the group's SimpleConsumer."""
+        """How often the driver had to re-create the group's SimpleConsumer (never, for a
+        pull consumer)."""
         return self._group.recreated
 
     def close(self) -> None:
@@ -446,8 +505,9 @@ class RocketMQConsumer(Consumer):
             self._group.shutdown()
 
     def unsubscribe(self) -> None:
-        # The 5.x client cannot delete a consumer group; the group's offsets stay on the broker
-        # (a later subscriber of the same name resumes from them).
+        # The 5.x client cannot delete a consumer group, and the pull consumer's group may
+        # serve other topics; the group's offsets stay on the broker (a later subscriber of
+        # the same name resumes from them).
         self.close()
 
 
@@ -456,7 +516,8 @@ def _log_callback_error(exc: BaseException) -> None:
 
 
 class RocketMQDriver(Driver):
-    """Apache RocketMQ 5.x: gRPC proxy for data, remoting for admin, lookups, stats, ONEWAY."""
+    """Apache RocketMQ 5.x: data through the gRPC proxy (path "proxy") or remoting straight to
+    the brokers (path "direct"); remoting for admin, lookups, stats and ONEWAY either way."""
 
     name = "rocketmq"
     send_modes = frozenset({"sync", "async", "oneway"})
