@@ -43,10 +43,10 @@ from pathlib import Path
 from typing import Any, Literal, cast
 
 import pandas as pd
-import yaml
 
 from bench.errors import ConfigError
 from bench.results import frames
+from bench.yamlio import MAX_BYTES, load_bounded
 
 DIMENSIONS: dict[str, str] = {
     "topic_growth": "Topic growth",
@@ -108,14 +108,16 @@ def load_settings(path: str | Path | None) -> Settings:
         return settings
     p = Path(path)
     try:
+        if p.stat().st_size > MAX_BYTES:
+            raise ConfigError(f"{p}: larger than {MAX_BYTES:,} bytes; not a weights file")
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read the weights file ({exc.strerror})") from None
     data: Any
     try:
         # JSON is YAML, but json gives better messages for a .json file.
-        data = json.loads(text) if p.suffix.lower() == ".json" else yaml.safe_load(text)
-    except (ValueError, yaml.YAMLError) as exc:
+        data = json.loads(text) if p.suffix.lower() == ".json" else load_bounded(p, text)
+    except ValueError as exc:
         raise ConfigError(f"{p}: not valid {p.suffix.lstrip('.') or 'YAML'} ({exc})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: must be a mapping with 'weights' and optional thresholds")

@@ -571,7 +571,9 @@ def calibrate_broker(
             )
         if bare and broker == "pulsar":
             progress(f"{broker}: round {n + 1}/{rounds}: bare pulsar-client loop, 1 process")
-            bares.append(bare_pulsar(ep, f"calibrate-{tag}-bare", size, seconds, warmup, max_in_flight))
+            bares.append(
+                bare_pulsar(ep, f"calibrate-{tag}-bare", size, seconds, warmup, max_in_flight)
+            )
     native_rate = statistics.median(natives)
     rows: list[CalibrationRow] = []
     if bares:

@@ -32,7 +32,9 @@ from bench.scenarios.model import (
     FieldProblem,
     Scenario,
     ScenarioBase,
+    bound_reason,
 )
+from bench.yamlio import check_expansion
 
 __all__ = ["ScenarioInfo", "discover", "load_many", "load_scenario", "scenario_hash"]
 
@@ -164,9 +166,12 @@ def _parse_yaml(path: Path, text: str) -> tuple[yaml.Node, Any]:
                 f"{path}: file is empty; expected a scenario mapping "
                 "(schema_version, name, kind, description, brokers, topology, profiles)"
             )
+        check_expansion(path, node)
         data = loader.construct_document(node)
     except yaml.MarkedYAMLError as exc:
         raise ConfigError(_yaml_problem(path, exc)) from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to be a scenario file") from None
     except yaml.reader.ReaderError as exc:
         line = text.count("\n", 0, exc.position) + 1
         raise ConfigError(
@@ -283,10 +288,8 @@ def _first_problem(
         if p.exact or not (len(p.loc) == 3 and p.loc[0] == "profiles" and (p.loc[2],) in failing)
     ]
     problems.sort(key=lambda p: (not p.exact, p.line or 0, len(p.loc)))
-    first = problems[0]
-    more = len(problems) - 1
-    suffix = f" (+{more} more problem{'s' if more > 1 else ''})" if more else ""
-    return first.text + suffix
+    # Every problem at once, one line each: a user fixes them all in one pass.
+    return "\n".join(dict.fromkeys(p.text for p in problems))
 
 
 def _problem(path: Path, err: Any, model: type[BaseModel], lines: dict[Loc, int]) -> _Problem:
@@ -324,6 +327,9 @@ def _problem(path: Path, err: Any, model: type[BaseModel], lines: dict[Loc, int]
     elif etype in _BOUNDS:
         op, key = _BOUNDS[etype]
         reason = f"must be {op} {_show(ctx.get(key))} (got {_show(value)})"
+        why = bound_reason(loc)
+        if why and etype in ("less_than_equal", "too_long"):
+            reason += f": {why}"
     elif etype == "finite_number":
         reason = f"must be a finite number (got {_show(value)})"
     elif etype == "string_pattern_mismatch":

@@ -57,9 +57,72 @@ MAX_MESSAGE_SIZE = 4 * 1024 * 1024
 MAX_RAMP_STEPS = 64
 COMMON_KNOBS: tuple[str, ...] = ("warmup_s", "duration_s", "message_size")
 
+# Upper bounds: every count, rate and duration has one, with the reason a user is told.
+MAX_TOPICS = 1_000_000
+MAX_RATE_PER_S = 10_000_000.0
+MAX_CLIENTS = 10_000
+MAX_SECONDS = 86_400.0
+MAX_SWEEP = 100
+_WHY_TOPICS = (
+    "100,000 topics already take a broker several GiB of heap; a million is the most this "
+    "suite has reason to create"
+)
+_WHY_RATE = "ten times what either broker carries on one host; a typo guard"
+_WHY_CLIENTS = (
+    "each producer, subscription or in-flight slot is a client object in one of our workers"
+)
+_WHY_SECONDS = "a step or timeout longer than a day is a typo"
+_BOUND_REASONS: dict[str, str] = {
+    **dict.fromkeys(("topic_counts", "active_topics", "lookup_sample", "topics"), _WHY_TOPICS),
+    **dict.fromkeys(
+        ("rate_per_s", "rates_per_s", "publish_rate_per_s", "start_per_s", "max_per_s"),
+        _WHY_RATE,
+    ),
+    **dict.fromkeys(
+        (
+            "producers",
+            "fanout",
+            "churn_per_s",
+            "churn_base_fanout",
+            "create_concurrency",
+            "max_in_flight",
+            "batch_size_for_per_batch",
+            "rocketmq_create_batch",
+            "pulsar_bundles",
+        ),
+        _WHY_CLIENTS,
+    ),
+    **dict.fromkeys(
+        (
+            "warmup_s",
+            "duration_s",
+            "kill_after_s",
+            "manual_restart_after_s",
+            "observe_after_restart_s",
+            "drain_timeout_s",
+            "lookup_timeout_s",
+            "rocketmq_route_refresh_s",
+            "pulsar_session_timeout_ms",
+        ),
+        _WHY_SECONDS,
+    ),
+}
+
+
+def bound_reason(loc: Sequence[str | int]) -> str | None:
+    """Why the key at ``loc`` has the upper bound it has (None if it has none)."""
+    for part in reversed(loc):
+        if isinstance(part, str):
+            return _BOUND_REASONS.get(part)
+    return None
+
+
 PositiveInt = Annotated[int, Field(gt=0)]
-PositiveFloat = Annotated[float, Field(gt=0)]
-NonNegativeFloat = Annotated[float, Field(ge=0)]
+PositiveFloat = Annotated[float, Field(gt=0, le=MAX_SECONDS)]
+NonNegativeFloat = Annotated[float, Field(ge=0, le=MAX_SECONDS)]
+TopicCount = Annotated[int, Field(gt=0, le=MAX_TOPICS)]
+Rate = Annotated[float, Field(gt=0, le=MAX_RATE_PER_S)]
+ClientCount = Annotated[int, Field(gt=0, le=MAX_CLIENTS)]
 MessageSize = Annotated[int, Field(ge=MIN_MESSAGE_SIZE, le=MAX_MESSAGE_SIZE)]
 
 
@@ -139,25 +202,25 @@ class TopicGrowthProfile(_TimedProfile):
     steps are kept), then runs the steady load on ``active_topics`` of them for ``duration_s``.
     """
 
-    topic_counts: list[PositiveInt] = Field(min_length=1)
+    topic_counts: list[TopicCount] = Field(min_length=1, max_length=MAX_SWEEP)
     """Total topics at each step, strictly increasing."""
     mode: TopicMode
     """How topics come to exist: admin API first, on first use, or via the admin API while the
     steady load runs (the seed's "topics added while the broker is running")."""
-    create_concurrency: PositiveInt
+    create_concurrency: ClientCount
     """Topic-creation requests in flight at once."""
-    active_topics: PositiveInt
+    active_topics: TopicCount
     """How many of the topics carry the steady load at each step."""
-    rate_per_s: PositiveFloat
+    rate_per_s: Rate
     """Steady publish rate, messages/s in total over the active topics."""
-    lookup_sample: PositiveInt
+    lookup_sample: TopicCount
     """Topics looked up (route/owner query) per step to measure lookup latency."""
     lookup_timeout_s: PositiveFloat
     """A lookup slower than this counts as a lookup timeout (Pulsar's default is 30 s)."""
-    pulsar_bundles: list[PositiveInt] = Field(min_length=1)
+    pulsar_bundles: list[ClientCount] = Field(min_length=1, max_length=MAX_SWEEP)
     """Pulsar namespace bundle counts to sweep; each value is a fresh namespace. Unused by
     RocketMQ."""
-    rocketmq_create_batch: PositiveInt = 1
+    rocketmq_create_batch: ClientCount = 1
     """Topics per RocketMQ creation request: 1 is one UPDATE_AND_CREATE_TOPIC per topic (what
     ``mqadmin updateTopic`` sends; each rewrites the broker's whole topic table, so the rate
     falls as topics accumulate), more uses UPDATE_AND_CREATE_TOPIC_LIST. Unused by Pulsar,
@@ -195,9 +258,9 @@ class Ramp(_Strict):
     publish rate falls below ``stop_when_achieved_below`` times the offered rate.
     """
 
-    start_per_s: PositiveFloat
+    start_per_s: Rate
     factor: float = Field(gt=1)
-    max_per_s: PositiveFloat
+    max_per_s: Rate
     stop_when_achieved_below: float = Field(gt=0, le=1)
     """Fraction of the offered rate; e.g. 0.9 stops when less than 90 % was achieved."""
 
@@ -240,18 +303,18 @@ class SendFrequencyProfile(_TimedProfile):
     one-way send.
     """
 
-    rates_per_s: list[PositiveFloat] | None = Field(default=None, min_length=1)
+    rates_per_s: list[Rate] | None = Field(default=None, min_length=1, max_length=MAX_SWEEP)
     """Offered rates, messages/s in total, strictly increasing."""
     ramp: Ramp | None = None
     send_modes: list[SendMode] = Field(min_length=1)
     connection_modes: list[ConnectionMode] = Field(min_length=1)
     """``shared``: one client for all producers; ``per_producer``: one client each;
     ``per_batch``: a new connection for every ``batch_size_for_per_batch`` sends."""
-    producers: PositiveInt
-    topics: PositiveInt
-    batch_size_for_per_batch: PositiveInt | None = None
+    producers: ClientCount
+    topics: TopicCount
+    batch_size_for_per_batch: ClientCount | None = None
     """Sends per connection in ``per_batch`` mode; required exactly when that mode is swept."""
-    max_in_flight: PositiveInt
+    max_in_flight: ClientCount
     """Unacknowledged async sends allowed per producer."""
 
     @field_validator("rates_per_s")
@@ -296,14 +359,16 @@ class SubscribeFrequencyProfile(_TimedProfile):
     second on short-lived subscriptions, on top of ``churn_base_fanout`` steady ones per topic).
     """
 
-    publish_rate_per_s: PositiveFloat
+    publish_rate_per_s: Rate
     """Fixed publish rate, messages/s in total over all topics."""
-    topics: PositiveInt
-    fanout: list[PositiveInt] = Field(min_length=1)
+    topics: TopicCount
+    fanout: list[ClientCount] = Field(min_length=1, max_length=MAX_SWEEP)
     """Subscriptions per topic, strictly increasing."""
-    churn_per_s: list[PositiveFloat] = Field(min_length=1)
+    churn_per_s: list[Annotated[float, Field(gt=0, le=MAX_CLIENTS)]] = Field(
+        min_length=1, max_length=MAX_SWEEP
+    )
     """Subscribe plus unsubscribe operations per second in total, strictly increasing."""
-    churn_base_fanout: PositiveInt
+    churn_base_fanout: ClientCount
     """Steady subscriptions per topic during the churn sweep (their consumers are measured)."""
 
     @field_validator("fanout", "churn_per_s")
@@ -331,10 +396,10 @@ class KillRecoveryProfile(ProfileBase):
 
     unknown_key_hints: ClassVar[dict[str, str]] = {"duration_s": _NO_DURATION}
 
-    rate_per_s: PositiveFloat
+    rate_per_s: Rate
     """Steady publish rate, messages/s in total."""
-    producers: PositiveInt
-    topics: PositiveInt
+    producers: ClientCount
+    topics: TopicCount
     kill_after_s: PositiveFloat
     """Seconds from the step's start to the SIGKILL."""
     restart_policy: list[RestartPolicy] = Field(min_length=1)
@@ -347,9 +412,13 @@ class KillRecoveryProfile(ProfileBase):
     repetitions: int = Field(ge=1, le=100)
     observe_after_restart_s: PositiveFloat
     drain_timeout_s: PositiveFloat
-    pulsar_session_timeout_ms: list[PositiveInt] = Field(min_length=1)
+    pulsar_session_timeout_ms: list[Annotated[int, Field(gt=0, le=int(MAX_SECONDS * 1000))]] = (
+        Field(min_length=1, max_length=MAX_SWEEP)
+    )
     """Pulsar ``metadataStoreSessionTimeoutMillis`` values to sweep (governs failover)."""
-    rocketmq_route_refresh_s: list[PositiveInt] = Field(min_length=1)
+    rocketmq_route_refresh_s: list[Annotated[int, Field(gt=0, le=int(MAX_SECONDS))]] = Field(
+        min_length=1, max_length=MAX_SWEEP
+    )
     """RocketMQ proxy ``topicRouteServiceCacheRefreshSeconds`` values to sweep."""
 
     @field_validator(

@@ -540,8 +540,7 @@ MALFORMED = [
         edit(SF, "    producers: 1\n", "    producer: 1\n"),
         ":15: profiles.quick.producer: unknown key (did you mean 'producers'?); allowed keys: "
         "warmup_s, message_size, broker_heap_mb, engine, duration_s, rates_per_s, ramp, "
-        "send_modes, connection_modes, producers, topics, batch_size_for_per_batch, max_in_flight "
-        "(+1 more problem)",
+        "send_modes, connection_modes, producers, topics, batch_size_for_per_batch, max_in_flight",
         id="unknown-profile-key-with-suggestion",
     ),
     pytest.param(
@@ -767,7 +766,7 @@ MALFORMED = [
     ),
     pytest.param(
         edit(TG, "  full:\n", "  full:\n  fullx:\n"),
-        ":20: profiles.full: empty profile: give it its keys, or leave it out (+1 more problem)",
+        ":20: profiles.full: empty profile: give it its keys, or leave it out",
         id="empty-profile",
     ),
     pytest.param(
@@ -806,9 +805,30 @@ def test_malformed_scenario_names_file_line_key_and_reason(
     path = write(tmp_path, content, "broken.yaml")
     with pytest.raises(ConfigError) as err:
         load_scenario(path)
-    message = str(err.value)
-    assert "\n" not in message
-    assert message == f"{path}{expected}"
+    lines = str(err.value).splitlines()
+    # The first problem is the expected one; every other line is a problem of the same file.
+    assert lines[0] == f"{path}{expected}"
+    assert all(line.startswith(f"{path}") for line in lines)
+
+
+def test_every_problem_of_a_file_is_listed_at_once(tmp_path: Path) -> None:
+    text = edit(
+        SF,
+        "    producers: 1\n    topics: 1\n    max_in_flight: 10\n",
+        "    producer: 1\n    topics: 1000000000000\n    max_in_flight: -3\n",
+    )
+    path = write(tmp_path, text, "broken.yaml")
+    with pytest.raises(ConfigError) as err:
+        load_scenario(path)
+    lines = str(err.value).splitlines()
+    assert len(lines) >= 3, lines
+    joined = "\n".join(lines)
+    assert "profiles.quick.producer: unknown key" in joined
+    assert "profiles.quick.max_in_flight: must be > 0 (got -3)" in joined
+    assert (
+        "profiles.quick.topics: must be <= 1000000 (got 1000000000000): 100,000 topics already"
+        in joined
+    )
 
 
 def test_enough_malformed_cases() -> None:
