@@ -374,8 +374,10 @@ class RunWriter:
 def _read_jsonl(path: Path, run_id: str, warnings: list[str]) -> Iterator[dict[str, Any]]:
     """Yield the records of one ``.jsonl`` file, checking each line's version and run id.
 
-    A torn last line (the process died mid-write) is skipped with a warning; a bad line in the
-    middle is corruption and raises.
+    A torn last line (the process died mid-write) and a line that is not a JSON object (disk
+    corruption) are skipped, each with a warning naming the file and line, so the rest of the
+    run stays readable and the report says what it lacks. A line of another schema version or
+    run raises: it would be misread, not just missing.
     """
     if not path.exists():
         raise ResultsError(f"{path}: missing; is this a complete run directory?")
@@ -388,11 +390,15 @@ def _read_jsonl(path: Path, run_id: str, warnings: list[str]) -> Iterator[dict[s
             rec = json.loads(line)
         except json.JSONDecodeError as exc:
             if n == len(lines) and not line.endswith("\n"):
-                warnings.append(f"{path.name}: last line is incomplete (a crash mid-write)")
-                continue
-            raise ResultsError(f"{path}:{n}: not JSON ({exc.msg})") from None
+                warnings.append(
+                    f"{path.name}:{n}: last line is incomplete (a crash mid-write); left out"
+                )
+            else:
+                warnings.append(f"{path.name}:{n}: not JSON ({exc.msg}); line left out")
+            continue
         if not isinstance(rec, dict):
-            raise ResultsError(f"{path}:{n}: a line must be a JSON object")
+            warnings.append(f"{path.name}:{n}: not a JSON object; line left out")
+            continue
         check_schema_version(rec.pop("schema_version", None), f"{path}:{n}")
         if rec.pop("run_id", None) != run_id:
             raise ResultsError(f"{path}:{n}: line belongs to another run than {run_id}")

@@ -314,7 +314,9 @@ def test_unknown_schema_version_is_refused_naming_the_file(writer: RunWriter) ->
         load_run(writer.run_dir)
 
 
-def test_torn_last_line_is_tolerated_corrupt_middle_line_is_not(writer: RunWriter) -> None:
+def test_torn_and_corrupt_lines_are_left_out_with_a_warning_naming_the_line(
+    writer: RunWriter, tmp_path: Path
+) -> None:
     writer.write_step(step())
     writer.write_step(step(step_id="b", group="b"))
     steps = writer.run_dir / "steps.jsonl"
@@ -323,11 +325,18 @@ def test_torn_last_line_is_tolerated_corrupt_middle_line_is_not(writer: RunWrite
         f.write('{"schema_version": 1, "run_id": "x", "st')
     run = load_run(writer.run_dir)
     assert len(run.steps) == 2
-    assert any("incomplete" in w for w in run.warnings)
+    assert "steps.jsonl:3: last line is incomplete (a crash mid-write); left out" in run.warnings
     lines = good.splitlines()
-    steps.write_text(lines[0] + "\n" + "{oops\n" + lines[1] + "\n")
-    with pytest.raises(schema.ResultsError, match=r"steps\.jsonl:2: not JSON"):
-        load_run(writer.run_dir)
+    steps.write_text(lines[0] + "\n" + "{oops\n" + lines[1] + "\n" + "[1]\n")
+    run = load_run(writer.run_dir)
+    assert len(run.steps) == 2  # both good records, whatever lies between them
+    assert any(w.startswith("steps.jsonl:2: not JSON") for w in run.warnings), run.warnings
+    assert "steps.jsonl:4: not a JSON object; line left out" in run.warnings
+    # The report shows what the run lacks.
+    from bench.report.html import render_report
+
+    html = render_report([writer.run_dir], tmp_path / "r.html").read_text()
+    assert "steps.jsonl:2: not JSON" in html
 
 
 def test_lines_of_another_run_are_refused(tmp_path: Path) -> None:
