@@ -19,6 +19,7 @@ from click.testing import CliRunner
 
 from bench.drivers.base import Driver, open_driver
 from bench.engines.pool import WorkerPool
+from bench.engines.protocol import Engine
 from bench.engines.spec import LoadSpec, split_topics
 from bench.infra.manager import Infra
 from bench.infra.topology import Broker, InfraSettings
@@ -161,6 +162,64 @@ def test_sequenced_messages_arrive_with_zero_loss(infra: tuple[str, Infra]) -> N
     merged = merge(stats)
     assert merged.counters[SENT] == merged.counters[ACKED] == sum(r.acked for r in reports) // 2
     assert not merged.errors
+
+
+@pytest.mark.parametrize(("producing", "consuming"), [("python", "jvm"), ("jvm", "python")])
+def test_the_ledger_is_exact_across_engines(
+    infra: tuple[str, Infra], producing: str, consuming: str
+) -> None:
+    """One engine's producers, the other's consumers, on the same topics: one payload format
+    and one ledger, so every acknowledged message is counted exactly once."""
+    broker, inf = infra
+    topics = _names(f"x-{producing}", 2)
+    with _driver(broker, inf, "direct") as driver:
+        assert all(r.ok for r in driver.create_topics(topics))
+    run_id = f"cross-{uuid.uuid4().hex[:8]}"
+    common = {
+        "broker": broker,
+        "endpoints": LoadSpec.endpoints_text(inf.endpoints(cast(Broker, broker))),
+        "run_id": run_id,
+        "topics": tuple(topics),
+        "path": "direct",
+        "deadline_s": 300.0,
+        "subscription_prefix": f"cross-{producing}",
+    }
+    consumer_spec = LoadSpec(
+        worker_id="c0", producers_per_topic=0, subscriptions_per_topic=1, **common
+    )
+    producer_spec = LoadSpec(
+        worker_id="p0",
+        producers_per_topic=1,
+        subscriptions_per_topic=0,
+        rate_per_s=500.0,
+        max_messages=1500,
+        **common,
+    )
+    with (
+        WorkerPool(cast(Engine, consuming)) as consumers,
+        WorkerPool(cast(Engine, producing)) as producers,
+    ):
+        consumers.start([consumer_spec])  # subscribed before the first send
+        producers.start([producer_spec])
+        deadline = time.monotonic() + 60
+        while not producers.producers_done() and time.monotonic() < deadline:
+            producers.poll(0.5)
+        assert producers.drain(30.0)  # no subscriptions of its own: every ack is in
+        sent = producers.ledgers()
+        book = sent
+        while time.monotonic() < deadline:
+            book = producers.ledgers()
+            book.join(consumers.ledgers())
+            if sum(r.received for r in book.reconcile()) >= 1500:
+                break
+            time.sleep(0.5)
+        assert not producers.failures and not consumers.failures
+    reports = book.reconcile()
+    assert len(reports) == len(topics)
+    assert sum(r.acked for r in reports) == 1500
+    for r in reports:
+        assert (r.lost, r.duplicated, r.received_not_acked) == (0, 0, 0), r
+        assert r.received == r.acked
 
 
 def test_sync_sends_through_the_other_path(infra: tuple[str, Infra]) -> None:
