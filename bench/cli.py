@@ -371,6 +371,7 @@ def run_cmd(
     from bench.results.store import load_run
     from bench.runner.api import run_scenarios
     from bench.runner.progress import Progress
+    from bench.runner.summary import run_table
     from bench.scenarios.model import parse_only
 
     names = [b.strip() for b in brokers.split(",") if b.strip()]
@@ -388,6 +389,7 @@ def run_cmd(
     run = load_run(run_dir)
     steps = run.steps
     unclean = steps[steps["status"] != "ok"] if len(steps) else steps
+    click.echo(run_table(run.step_records))
     click.echo(f"run written to {run_dir} ({len(steps)} steps, {len(unclean)} not clean)")
     for _, row in unclean.iterrows():
         click.echo(f"  {row['status']:<7} {row['scenario']} {row['step_id']}: {row['error'] or ''}")

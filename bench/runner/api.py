@@ -33,6 +33,7 @@ from bench.metrics.meta import client_versions, git_revision, host_info
 from bench.results.store import RunWriter
 from bench.runner.progress import Progress, QuietProgress
 from bench.runner.record import base_record
+from bench.runner.summary import step_line
 from bench.scenarios.loader import load_many, scenario_hash
 from bench.scenarios.model import Scenario, Step, check_only_keys, expand_steps, select_steps
 
@@ -364,13 +365,7 @@ def _run_one(
         # measured), the next step gets a broker brought up fresh, not the same broken one.
         session.healthy = False
     run.write_step(record)
-    m = record.get("metrics") or {}
-    summary = f"{record['status']}"
-    if "publish_tps" in m:
-        summary += f": {m['publish_tps']:.0f} msg/s published"
-    if record.get("error"):
-        summary += f" ({record['error'].splitlines()[0][:160]})"
-    progress.end_step(summary)
+    progress.end_step(step_line(record))
 
 
 def _expected_s(scenario: Scenario, step: Step) -> float | None:
