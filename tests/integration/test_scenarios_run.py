@@ -339,7 +339,7 @@ def test_kill_9_of_bench_run_leaves_nothing_the_next_command_does_not_stop(tmp_p
     ]
     assert brokers, "the killed run's brokers should still be running before the next command"
     down = subprocess.run(
-        [sys.executable, "-m", "bench", "infra", "--infra-dir", str(infra_dir), "down"],
+        [sys.executable, "-m", "bench", "infra", "--dir", str(infra_dir), "down"],
         capture_output=True,
         text=True,
         timeout=180,
