@@ -9,8 +9,9 @@ are never averaged.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
+import numpy as np
 from hdrh.histogram import HdrHistogram
 
 LOWEST_US = 1
@@ -39,6 +40,38 @@ def record(h: HdrHistogram, value_us: int) -> bool:
         return True
     h.record_value(value)
     return False
+
+
+_POW2 = np.array([1 << k for k in range(63)], dtype=np.int64)
+
+
+def record_many(h: HdrHistogram, values_us: Sequence[int]) -> int:
+    """Record every value of ``values_us`` into ``h``, exactly as :func:`record` would one by
+    one (same buckets, clamped into 1 us .. 1 h); return how many were clamped.
+
+    The per-value cost of ``hdrh``'s pure-Python ``record_value`` (~3 us) is the largest part of
+    a worker's own cost per message; computed for a whole interval's values at once it is a
+    fraction of that. The bucket arithmetic is the library's own (bucket = highest set bit above
+    the sub-bucket range, sub-bucket = value shifted by it), on integers only.
+    """
+    if len(values_us) == 0:
+        return 0
+    raw = np.asarray(values_us, dtype=np.int64)
+    v = np.clip(raw, LOWEST_US, HIGHEST_US)
+    clamped = int(np.count_nonzero(v != raw))
+    # 64 - clz(v | mask) is the bit length of (v | mask): the number of powers of two <= it.
+    bit_length = np.searchsorted(_POW2, v | h.sub_bucket_mask, side="right")
+    bucket = bit_length - h.unit_magnitude - (h.sub_bucket_half_count_magnitude + 1)
+    sub_bucket = v >> (bucket + h.unit_magnitude)
+    index = ((bucket + 1) << h.sub_bucket_half_count_magnitude) + sub_bucket
+    index -= h.sub_bucket_half_count
+    slots, counts = np.unique(index, return_counts=True)
+    for slot, n in zip(slots.tolist(), counts.tolist(), strict=True):
+        h.counts[slot] += n
+    h.total_count += len(v)
+    h.min_value = min(h.min_value, int(v.min()))
+    h.max_value = max(h.max_value, int(v.max()))
+    return clamped
 
 
 def encode(h: HdrHistogram) -> str:

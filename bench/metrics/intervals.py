@@ -134,7 +134,9 @@ class StatsRecorder:
         self._lock = threading.Lock()
         self._counters: dict[str, int] = {}
         self._errors: dict[str, int] = {}
-        self._histograms: dict[str, HdrHistogram] = {}
+        # Latencies wait here until the snapshot records them in bulk (record_many): one list
+        # append per value on the callback threads instead of a histogram update.
+        self._values: dict[str, list[int]] = {}
 
     def count(self, name: str, n: int = 1) -> None:
         """Add ``n`` to counter ``name``."""
@@ -153,12 +155,22 @@ class StatsRecorder:
         ``clamped.<name>``, so a figure can say it holds clamped values.
         """
         with self._lock:
-            h = self._histograms.get(name)
-            if h is None:
-                h = self._histograms[name] = histograms.new_histogram()
-            if histograms.record(h, value_us):
-                key = CLAMPED_PREFIX + name
-                self._counters[key] = self._counters.get(key, 0) + 1
+            values = self._values.get(name)
+            if values is None:
+                values = self._values[name] = []
+            values.append(value_us)
+
+    def acked(
+        self, counter: str, publish: tuple[str, int], intended: tuple[str, int] | None
+    ) -> None:
+        """One acknowledgement: the counter and its latencies under one lock (the hot path)."""
+        with self._lock:
+            self._counters[counter] = self._counters.get(counter, 0) + 1
+            for name, value in (publish, intended) if intended else (publish,):
+                values = self._values.get(name)
+                if values is None:
+                    values = self._values[name] = []
+                values.append(value)
 
     def snapshot_and_reset(
         self, now_ns: int, ledger: dict[str, Any] | None = None
@@ -170,8 +182,15 @@ class StatsRecorder:
         with self._lock:
             counters, self._counters = self._counters, {}
             errors, self._errors = self._errors, {}
-            hists, self._histograms = self._histograms, {}
+            buffered, self._values = self._values, {}
             start_ns, self._start_ns = self._start_ns, now_ns
+        hists: dict[str, HdrHistogram] = {}
+        for name, values in buffered.items():
+            h = hists[name] = histograms.new_histogram()
+            clamped = histograms.record_many(h, values)
+            if clamped:
+                key = CLAMPED_PREFIX + name
+                counters[key] = counters.get(key, 0) + clamped
         # Encoding takes a while; done outside the lock so callbacks are not held up.
         return IntervalStats(
             worker_id=self.worker_id,

@@ -252,6 +252,26 @@ def encode_payload(run_id: str, producer_id: str, seq: int, send_ns: int, size: 
     return head + bytes(size - len(head))
 
 
+_SEQ_TIME = struct.Struct(">QQ")
+
+
+class PayloadTemplate:
+    """:func:`encode_payload` for one producer: the bytes that never change (magic, version,
+    id lengths, the ids, the padding) are built once, so a send only packs its sequence number
+    and send time. The result is byte for byte what :func:`encode_payload` returns."""
+
+    __slots__ = ("_head", "_tail")
+
+    def __init__(self, run_id: str, producer_id: str, size: int) -> None:
+        whole = encode_payload(run_id, producer_id, 0, 0, size)  # validates ids and size
+        self._head = whole[:7]
+        self._tail = whole[_FIXED.size :]
+
+    def encode(self, seq: int, send_ns: int) -> bytes:
+        """The payload of sequence number ``seq`` sent at ``send_ns``."""
+        return self._head + _SEQ_TIME.pack(seq, send_ns) + self._tail
+
+
 def decode_payload(data: bytes | bytearray | memoryview) -> PayloadHeader:
     """Read the header of a payload made by :func:`encode_payload`.
 

@@ -93,3 +93,19 @@ def test_decode_rejects_garbage_and_foreign_layouts() -> None:
     other.record_value(10)
     with pytest.raises(ValueError, match="layout"):
         H.decode(other.encode().decode())
+
+
+def test_record_many_fills_exactly_the_buckets_record_would() -> None:
+    rng = random.Random(7)
+    values = [rng.randrange(1, 10**k) for k in range(1, 11) for _ in range(2000)]
+    values += [0, -5, 1, 2047, 2048, 4095, 4096, H.HIGHEST_US, H.HIGHEST_US + 1, 10**12]
+    one_by_one, in_bulk = H.new_histogram(), H.new_histogram()
+    clamped = sum(H.record(one_by_one, v) for v in values)
+    assert H.record_many(in_bulk, values) == clamped > 4  # 10**10 > 1 h: clamped too
+    assert list(in_bulk.counts) == list(one_by_one.counts)
+    assert in_bulk.get_total_count() == one_by_one.get_total_count() == len(values)
+    assert (in_bulk.get_min_value(), in_bulk.get_max_value()) == (
+        one_by_one.get_min_value(),
+        one_by_one.get_max_value(),
+    )
+    assert H.encode(in_bulk) == H.encode(one_by_one)

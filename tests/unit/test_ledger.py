@@ -362,3 +362,15 @@ def test_an_earlier_steps_messages_are_foreign_to_the_next_step() -> None:
     assert ledger.foreign == 1 and ledger.by_producer == {}
     assert ledger.record(decode_payload(encode_payload(ids[1], "p0", 7, 1, 256)))
     assert ledger.by_producer["p0"].duplicates == 0
+
+
+def test_a_payload_template_writes_exactly_what_encode_payload_does() -> None:
+    from bench.metrics.ledger import PayloadTemplate
+
+    template = PayloadTemplate("run-é1", "w0-p17", 300)
+    for seq, send_ns in ((0, 0), (1, 1_796_000_000_123_456_789), (2**64 - 1, 2**64 - 1)):
+        want = encode_payload("run-é1", "w0-p17", seq, send_ns, 300)
+        assert template.encode(seq, send_ns) == want
+        assert decode_payload(want).seq == seq
+    with pytest.raises(ValueError, match="below"):
+        PayloadTemplate("run", "w0-p0", 10)

@@ -19,7 +19,7 @@ from bench.drivers.base import Driver, DriverClient, Producer
 from bench.engines.spec import H_CONNECT, H_PUBLISH, H_PUBLISH_INTENDED, UNSENT, LoadSpec
 from bench.errors import DriverError
 from bench.metrics.intervals import ACKED, SEND_ERRORS, SENT, StatsRecorder
-from bench.metrics.ledger import ProducerLedger, encode_payload
+from bench.metrics.ledger import PayloadTemplate, ProducerLedger
 from bench.runner.rate import MonotonicClock, OpenLoopSchedule
 
 _NS: Final = 1_000_000_000
@@ -83,6 +83,7 @@ class Slot:
         self.topic = topic
         self.ledger = ledger
         self.seq = 0
+        self.template: PayloadTemplate | None = None
         self.producer: Producer | None = None
         self.client: DriverClient | None = None  # owned by this slot (not the shared one)
         self.on_client = 0
@@ -287,7 +288,9 @@ class Senders:
         slot.seq += 1
         send_ns = time.time_ns()
         send_mono = time.monotonic_ns()
-        payload = encode_payload(spec.run_id, slot.producer_id, seq, send_ns, spec.message_size)
+        if slot.template is None:
+            slot.template = PayloadTemplate(spec.run_id, slot.producer_id, spec.message_size)
+        payload = slot.template.encode(seq, send_ns)
         slot.ledger.record_sent(seq)
         self.rec.count(SENT)
         if producer is None:
@@ -341,10 +344,10 @@ class Senders:
         now = time.monotonic_ns()
         self.consecutive_errors = 0
         slot.ledger.record_acked(seq)
-        self.rec.count(ACKED)
-        self.rec.record_us(H_PUBLISH, (now - send_mono) // 1000)
+        intended = None
         if intended_ns is not None:
-            self.rec.record_us(H_PUBLISH_INTENDED, (now - intended_ns) // 1000)
+            intended = (H_PUBLISH_INTENDED, (now - intended_ns) // 1000)
+        self.rec.acked(ACKED, (H_PUBLISH, (now - send_mono) // 1000), intended)
 
     def _failed(self, slot: Slot, seq: int, exc: BaseException, op: str = "send") -> None:
         self.consecutive_errors += 1
