@@ -123,5 +123,7 @@ public final class Main {
         System.setProperty("rocketmq.log.level", "warn");
         System.setProperty("mq.consoleAppender.enabled", "false");
         System.setProperty("rocketmq.client.logUseSlf4j", "false");
+        // Remoting headers in RocketMQ's binary encoding rather than JSON (less CPU per send).
+        if (System.getProperty("rocketmq.serialize.type") == null) System.setProperty("rocketmq.serialize.type", "ROCKETMQ");
     }
 }
