@@ -169,8 +169,8 @@ def _check_increasing(values: Sequence[float]) -> None:
 class ProfileBase(_Strict):
     """Knobs every profile has; ``message_size`` may be inherited from the top level."""
 
-    warmup_s: NonNegativeFloat
-    message_size: MessageSize
+    warmup_s: NonNegativeFloat = 3.0
+    message_size: MessageSize = 1024
     broker_heap_mb: Annotated[int, Field(ge=256, le=65536)] | None = None
     """JVM heap of the broker processes for this profile (default: infra's, 768 MiB, 1 GiB for
     the Pulsar standalone). A broker that runs out of heap is a finding about the heap it was
@@ -182,7 +182,7 @@ class ProfileBase(_Strict):
 class _TimedProfile(ProfileBase):
     """A profile whose steps run for a fixed time each."""
 
-    duration_s: PositiveFloat
+    duration_s: PositiveFloat = 13.0
 
     @model_validator(mode="after")
     def _warmup_inside_duration(self) -> _TimedProfile:
@@ -207,17 +207,17 @@ class TopicGrowthProfile(_TimedProfile):
     mode: TopicMode
     """How topics come to exist: admin API first, on first use, or via the admin API while the
     steady load runs (the seed's "topics added while the broker is running")."""
-    create_concurrency: ClientCount
+    create_concurrency: ClientCount = 16
     """Topic-creation requests in flight at once."""
-    active_topics: TopicCount
+    active_topics: TopicCount = 20
     """How many of the topics carry the steady load at each step."""
-    rate_per_s: Rate
+    rate_per_s: Rate = 200.0
     """Steady publish rate, messages/s in total over the active topics."""
-    lookup_sample: TopicCount
+    lookup_sample: TopicCount = 20
     """Topics looked up (route/owner query) per step to measure lookup latency."""
-    lookup_timeout_s: PositiveFloat
+    lookup_timeout_s: PositiveFloat = 30.0
     """A lookup slower than this counts as a lookup timeout (Pulsar's default is 30 s)."""
-    pulsar_bundles: list[ClientCount] = Field(min_length=1, max_length=MAX_SWEEP)
+    pulsar_bundles: list[ClientCount] = Field(default=[4], min_length=1, max_length=MAX_SWEEP)
     """Pulsar namespace bundle counts to sweep; each value is a fresh namespace. Unused by
     RocketMQ."""
     rocketmq_create_batch: ClientCount = 1
@@ -306,15 +306,15 @@ class SendFrequencyProfile(_TimedProfile):
     rates_per_s: list[Rate] | None = Field(default=None, min_length=1, max_length=MAX_SWEEP)
     """Offered rates, messages/s in total, strictly increasing."""
     ramp: Ramp | None = None
-    send_modes: list[SendMode] = Field(min_length=1)
-    connection_modes: list[ConnectionMode] = Field(min_length=1)
+    send_modes: list[SendMode] = Field(default=["async"], min_length=1)
+    connection_modes: list[ConnectionMode] = Field(default=["shared"], min_length=1)
     """``shared``: one client for all producers; ``per_producer``: one client each;
     ``per_batch``: a new connection for every ``batch_size_for_per_batch`` sends."""
-    producers: ClientCount
-    topics: TopicCount
+    producers: ClientCount = 4
+    topics: TopicCount = 4
     batch_size_for_per_batch: ClientCount | None = None
     """Sends per connection in ``per_batch`` mode; required exactly when that mode is swept."""
-    max_in_flight: ClientCount
+    max_in_flight: ClientCount = 1000
     """Unacknowledged async sends allowed per producer."""
 
     @field_validator("rates_per_s")
@@ -359,16 +359,16 @@ class SubscribeFrequencyProfile(_TimedProfile):
     second on short-lived subscriptions, on top of ``churn_base_fanout`` steady ones per topic).
     """
 
-    publish_rate_per_s: Rate
+    publish_rate_per_s: Rate = 200.0
     """Fixed publish rate, messages/s in total over all topics."""
-    topics: TopicCount
+    topics: TopicCount = 4
     fanout: list[ClientCount] = Field(min_length=1, max_length=MAX_SWEEP)
     """Subscriptions per topic, strictly increasing."""
     churn_per_s: list[Annotated[float, Field(gt=0, le=MAX_CLIENTS)]] = Field(
         min_length=1, max_length=MAX_SWEEP
     )
     """Subscribe plus unsubscribe operations per second in total, strictly increasing."""
-    churn_base_fanout: ClientCount
+    churn_base_fanout: ClientCount = 1
     """Steady subscriptions per topic during the churn sweep (their consumers are measured)."""
 
     @field_validator("fanout", "churn_per_s")
@@ -396,28 +396,28 @@ class KillRecoveryProfile(ProfileBase):
 
     unknown_key_hints: ClassVar[dict[str, str]] = {"duration_s": _NO_DURATION}
 
-    rate_per_s: Rate
+    rate_per_s: Rate = 200.0
     """Steady publish rate, messages/s in total."""
-    producers: ClientCount
-    topics: TopicCount
-    kill_after_s: PositiveFloat
+    producers: ClientCount = 2
+    topics: TopicCount = 4
+    kill_after_s: PositiveFloat = 20.0
     """Seconds from the step's start to the SIGKILL."""
-    restart_policy: list[RestartPolicy] = Field(min_length=1)
+    restart_policy: list[RestartPolicy] = Field(default=["supervised"], min_length=1)
     """Policies to sweep: ``manual`` (restart after ``manual_restart_after_s``), ``supervised``
     (restart as soon as the process is seen dead), ``none`` (cluster only: fail over)."""
     manual_restart_after_s: PositiveFloat | None = None
     """Seconds from the kill to the restart; required exactly when ``manual`` is swept."""
-    paths: list[ClientPath] = Field(min_length=1)
+    paths: list[ClientPath] = Field(default=["direct"], min_length=1)
     """Client paths to sweep: straight to the broker, or through the broker's proxy."""
-    repetitions: int = Field(ge=1, le=100)
-    observe_after_restart_s: PositiveFloat
-    drain_timeout_s: PositiveFloat
+    repetitions: int = Field(default=1, ge=1, le=100)
+    observe_after_restart_s: PositiveFloat = 20.0
+    drain_timeout_s: PositiveFloat = 120.0
     pulsar_session_timeout_ms: list[Annotated[int, Field(gt=0, le=int(MAX_SECONDS * 1000))]] = (
-        Field(min_length=1, max_length=MAX_SWEEP)
+        Field(default=[30000], min_length=1, max_length=MAX_SWEEP)
     )
     """Pulsar ``metadataStoreSessionTimeoutMillis`` values to sweep (governs failover)."""
     rocketmq_route_refresh_s: list[Annotated[int, Field(gt=0, le=int(MAX_SECONDS))]] = Field(
-        min_length=1, max_length=MAX_SWEEP
+        default=[20], min_length=1, max_length=MAX_SWEEP
     )
     """RocketMQ proxy ``topicRouteServiceCacheRefreshSeconds`` values to sweep."""
 

@@ -660,15 +660,14 @@ MALFORMED = [
         id="no-profile",
     ),
     pytest.param(
-        edit(SF, "    max_in_flight: 10\n  full:", "  full:"),
-        ":11: profiles.quick.max_in_flight: missing required key",
+        edit(TG, "    topic_counts: [100, 500]\n", ""),
+        ":9: profiles.quick.topic_counts: missing required key",
         id="missing-profile-key",
     ),
     pytest.param(
-        edit(TG, "    duration_s: 10\n", ""),
-        ":9: profiles.quick.duration_s: missing required key "
-        "(set it in the profile, or once at the top level for both profiles)",
-        id="missing-duration",
+        edit(TG, "    mode: precreate\n", ""),
+        ":9: profiles.quick.mode: missing required key",
+        id="missing-mode",
     ),
     pytest.param(
         edit(TG, "[pulsar, rocketmq]", "[pulsar, kafka]"),
@@ -870,3 +869,27 @@ def test_broker_heap_below_what_a_broker_starts_with_is_refused(tmp_path: Path) 
     )
     with pytest.raises(ConfigError, match=r"profiles\.quick\.broker_heap_mb: .*256"):
         load_scenario(write(tmp_path, bad, "tg.yaml"))
+
+
+@pytest.mark.parametrize(
+    ("kind", "sweep"),
+    [
+        ("topic-growth", "topic_counts: [100]\n    mode: precreate"),
+        ("send-frequency", "rates_per_s: [100]"),
+        ("subscribe-frequency", "fanout: [1, 2]\n    churn_per_s: [5]"),
+        ("kill-9-recovery", "restart_policy: [supervised]"),
+    ],
+)
+def test_a_file_with_only_its_sweep_gets_sensible_defaults(
+    tmp_path: Path, kind: str, sweep: str
+) -> None:
+    """Every knob with a sensible default has one: the sweep is all a file must say."""
+    text = (
+        f"schema_version: 1\nname: mini\nkind: {kind}\ndescription: d\n"
+        f"topology: standalone\nprofiles:\n  quick:\n    {sweep}\n"
+    )
+    scenario = load_scenario(write(tmp_path, text))
+    steps = expand_steps(scenario, "quick")
+    assert steps
+    prof = scenario.profile("quick")
+    assert prof.message_size == 1024 and prof.warmup_s == 3.0
