@@ -7,10 +7,12 @@ keeps its traceback.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal, cast
 
@@ -33,6 +35,7 @@ def cli() -> None:
 @cli.group()
 @click.option(
     "--dir",
+    "--infra-dir",
     "infra_dir",
     envvar="BENCH_INFRA_DIR",
     type=click.Path(file_okay=False),
@@ -311,6 +314,18 @@ def list_cmd(directory: str) -> None:
         click.echo(f"{info.path!s:<40} {info.name:<28} {info.description}")
 
 
+@cli.command("new")
+@click.argument(
+    "kind",
+    type=click.Choice(["topic-growth", "send-frequency", "subscribe-frequency", "kill-9-recovery"]),
+)
+def new_cmd(kind: str) -> None:
+    """Print a scenario file of KIND to start from: every key, its default and what it does."""
+    from bench.scenarios.template import template
+
+    click.echo(template(kind), nl=False)
+
+
 @cli.command("run")
 @click.argument("files", nargs=-1, required=True, type=click.Path())
 @click.option(
@@ -352,6 +367,33 @@ def list_cmd(directory: str) -> None:
     "path=proxy, step_id=...). Repeat: the same key gives either value, different keys all "
     "must match. A step that builds on earlier steps of its group brings them along.",
 )
+@click.option(
+    "--targets",
+    "targets_file",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Run on the brokers this targets file names (endpoints, TLS, credentials from the "
+    "environment, fault commands) instead of starting them: no `bench infra`.",
+)
+@click.option(
+    "--workers",
+    "worker_addrs",
+    default=None,
+    metavar="HOST:PORT,...",
+    help="Run the load on these `bench worker` servers (token: BENCH_WORKER_TOKEN) instead "
+    "of local processes; shards are dealt over them in order.",
+)
+@click.option(
+    "--k8s",
+    "k8s_workers",
+    type=int,
+    default=None,
+    metavar="N",
+    help="Run the load on N worker pods (an Indexed Job in the current kubectl context); "
+    "created before the run, deleted after it.",
+)
+@click.option("--k8s-image", default="bench:latest", show_default=True)
+@click.option("--k8s-namespace", default="default", show_default=True)
 def run_cmd(
     files: tuple[str, ...],
     engine: str | None,
@@ -361,6 +403,11 @@ def run_cmd(
     infra_dir: str | None,
     port_offset: int,
     only_specs: tuple[str, ...],
+    targets_file: str | None = None,
+    worker_addrs: str | None = None,
+    k8s_workers: int | None = None,
+    k8s_image: str = "bench:latest",
+    k8s_namespace: str = "default",
 ) -> None:
     """Run scenario FILES on real brokers and write the run directory.
 
@@ -368,6 +415,7 @@ def run_cmd(
     partial run. Exit status: 0 clean, 1 finished with failed steps or send errors, 130
     interrupted, 2 bad input.
     """
+    from bench.results.clean import run_summary
     from bench.results.store import load_run
     from bench.runner.api import run_scenarios
     from bench.runner.progress import Progress
@@ -375,26 +423,131 @@ def run_cmd(
     from bench.scenarios.model import parse_only
 
     names = [b.strip() for b in brokers.split(",") if b.strip()]
-    run_dir = run_scenarios(
-        list(files),
-        brokers=names,
-        profile=profile,
-        out_dir=out_dir,
-        progress=Progress(),
-        infra_root=infra_dir,
-        port_offset=port_offset,
-        only=parse_only(only_specs),
-        engine=cast("Literal['python', 'jvm'] | None", engine),
-    )
+    addrs = [a.strip() for a in (worker_addrs or "").split(",") if a.strip()]
+    if k8s_workers is not None and addrs:
+        raise click.UsageError("--workers and --k8s: give one of them")
+    with _k8s_workers(k8s_workers, targets_file, k8s_image, k8s_namespace) as pods:
+        run_dir = run_scenarios(
+            list(files),
+            brokers=names,
+            profile=profile,
+            out_dir=out_dir,
+            progress=Progress(),
+            infra_root=infra_dir,
+            port_offset=port_offset,
+            only=parse_only(only_specs),
+            engine=cast("Literal['python', 'jvm'] | None", engine),
+            targets=targets_file,
+            workers=pods or addrs or None,
+        )
     run = load_run(run_dir)
-    steps = run.steps
-    unclean = steps[steps["status"] != "ok"] if len(steps) else steps
+    lines, unclean = run_summary(run)  # bench.results.clean: one rule; then bench check
     click.echo(run_table(run.step_records))
-    click.echo(f"run written to {run_dir} ({len(steps)} steps, {len(unclean)} not clean)")
-    for _, row in unclean.iterrows():
-        click.echo(f"  {row['status']:<7} {row['scenario']} {row['step_id']}: {row['error'] or ''}")
-    if len(unclean):
+    click.echo(f"run written to {run_dir} ({len(run.steps)} steps, {unclean} not clean)")
+    for line in lines:
+        click.echo(f"  {line}")
+    if unclean:
         raise SystemExit(1)
+
+
+@contextlib.contextmanager
+def _k8s_workers(
+    n: int | None, targets_file: str | None, image: str, namespace: str
+) -> Iterator[list[str]]:
+    """Worker pods for ``bench run --k8s N`` (none without it), deleted afterwards."""
+    if n is None:
+        yield []
+        return
+    from bench.k8s.deploy import workers_on_kubernetes
+    from bench.k8s.manifests import deployment_for
+    from bench.targets.loader import load_targets
+
+    targets = load_targets(targets_file) if targets_file else None
+    dep = deployment_for(targets, workers=n, image=image, namespace=namespace)
+    with workers_on_kubernetes(dep, _echo_progress) as addrs:
+        yield addrs
+
+
+# -- remote workers and Kubernetes ------------------------------------------------------------
+@cli.command("worker")
+@click.option("--listen", required=True, metavar="HOST:PORT", help="Where to accept runners.")
+@click.option(
+    "--log",
+    "log_file",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Append the workers' own logs here [default: this process's stderr].",
+)
+def worker_cmd(listen: str, log_file: str | None) -> None:
+    """Serve the worker protocol over TCP: each connection from `bench run --workers` gets a
+    worker process of its own. The runner must present the token in BENCH_WORKER_TOKEN."""
+    import signal
+
+    from bench.engines.remote import serve
+
+    log = open(log_file, "ab") if log_file else None  # noqa: SIM115 (closed below)
+    server = serve(listen, log_stream=log)
+
+    def stop(signum: int, frame: object) -> None:
+        server.close()
+
+    signal.signal(signal.SIGTERM, stop)
+    click.echo(f"bench worker listening on {server.address}", err=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
+        if log is not None:
+            log.close()
+
+
+@cli.group("k8s")
+def k8s_group() -> None:
+    """Kubernetes manifests for the load workers (needs the `k8s` extra)."""
+
+
+@k8s_group.command("render")
+@click.option("--targets", "targets_file", default=None, type=click.Path(dir_okay=False))
+@click.option("--workers", type=int, required=True, help="Worker pods (shards).")
+@click.option("--image", default="bench:latest", show_default=True)
+@click.option("--namespace", default="default", show_default=True)
+@click.option("--secret", default="bench-secrets", show_default=True)
+@click.option("--cpu", default="2", show_default=True)
+@click.option("--memory", default="2Gi", show_default=True)
+@click.option("-o", "--output", default="-", type=click.Path(dir_okay=False, allow_dash=True))
+def k8s_render(
+    targets_file: str | None,
+    workers: int,
+    image: str,
+    namespace: str,
+    secret: str,
+    cpu: str,
+    memory: str,
+    output: str,
+) -> None:
+    """Write the workers' headless Service and Indexed Job (one pod a shard) as YAML. The
+    token and the targets' credentials come from Secret SECRET, one key per variable."""
+    from bench.k8s.manifests import build, deployment_for, to_yaml
+    from bench.targets.loader import load_targets
+
+    targets = load_targets(targets_file) if targets_file else None
+    dep = deployment_for(
+        targets,
+        workers=workers,
+        image=image,
+        namespace=namespace,
+        secret=secret,
+        cpu=cpu,
+        memory=memory,
+    )
+    text = to_yaml(build(dep))
+    if output == "-":
+        click.echo(text, nl=False)
+    else:
+        Path(output).write_text(text)
+        click.echo(f"wrote {output}: service and indexed job {dep.name}, {workers} pod(s)")
 
 
 def _add_commands() -> None:

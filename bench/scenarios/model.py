@@ -141,7 +141,14 @@ class FieldProblem(ValueError):
 class _Strict(BaseModel):
     """Base of every scenario model: unknown keys are errors, no silent type coercion."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
+    # Attribute docstrings become field descriptions: `bench new KIND` prints them.
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        frozen=True,
+        allow_inf_nan=False,
+        use_attribute_docstrings=True,
+    )
 
     unknown_key_hints: ClassVar[dict[str, str]] = {}
     """Extra advice the loader adds when one of these keys is written here by mistake."""
@@ -170,7 +177,9 @@ class ProfileBase(_Strict):
     """Knobs every profile has; ``message_size`` may be inherited from the top level."""
 
     warmup_s: NonNegativeFloat = 3.0
+    """Seconds at the start of each step that are measured but left out of every figure."""
     message_size: MessageSize = 1024
+    """Bytes of every payload (the ledger's header, then zero padding)."""
     broker_heap_mb: Annotated[int, Field(ge=256, le=65536)] | None = None
     """JVM heap of the broker processes for this profile (default: infra's, 768 MiB, 1 GiB for
     the Pulsar standalone). A broker that runs out of heap is a finding about the heap it was
@@ -183,6 +192,7 @@ class _TimedProfile(ProfileBase):
     """A profile whose steps run for a fixed time each."""
 
     duration_s: PositiveFloat = 13.0
+    """Seconds each step runs, warm-up included."""
 
     @model_validator(mode="after")
     def _warmup_inside_duration(self) -> _TimedProfile:
@@ -311,7 +321,9 @@ class SendFrequencyProfile(_TimedProfile):
     """``shared``: one client for all producers; ``per_producer``: one client each;
     ``per_batch``: a new connection for every ``batch_size_for_per_batch`` sends."""
     producers: ClientCount = 4
+    """Producers in all, dealt round-robin over the topics."""
     topics: TopicCount = 4
+    """Topics each step sends to (fresh ones for every step)."""
     batch_size_for_per_batch: ClientCount | None = None
     """Sends per connection in ``per_batch`` mode; required exactly when that mode is swept."""
     max_in_flight: ClientCount = 1000
@@ -362,6 +374,7 @@ class SubscribeFrequencyProfile(_TimedProfile):
     publish_rate_per_s: Rate = 200.0
     """Fixed publish rate, messages/s in total over all topics."""
     topics: TopicCount = 4
+    """Topics each step publishes to and subscribes on."""
     fanout: list[ClientCount] = Field(min_length=1, max_length=MAX_SWEEP)
     """Subscriptions per topic, strictly increasing."""
     churn_per_s: list[Annotated[float, Field(gt=0, le=MAX_CLIENTS)]] = Field(
@@ -399,7 +412,9 @@ class KillRecoveryProfile(ProfileBase):
     rate_per_s: Rate = 200.0
     """Steady publish rate, messages/s in total."""
     producers: ClientCount = 2
+    """Producers in all, dealt round-robin over the topics."""
     topics: TopicCount = 4
+    """Topics under the steady load."""
     kill_after_s: PositiveFloat = 20.0
     """Seconds from the step's start to the SIGKILL."""
     restart_policy: list[RestartPolicy] = Field(default=["supervised"], min_length=1)
@@ -410,8 +425,11 @@ class KillRecoveryProfile(ProfileBase):
     paths: list[ClientPath] = Field(default=["direct"], min_length=1)
     """Client paths to sweep: straight to the broker, or through the broker's proxy."""
     repetitions: int = Field(default=1, ge=1, le=100)
+    """Times each (policy, path, setting) point is repeated."""
     observe_after_restart_s: PositiveFloat = 20.0
+    """Seconds of load after the restart (or failover), to see TPS come back."""
     drain_timeout_s: PositiveFloat = 120.0
+    """At most this long to receive every acknowledged message after the load stops."""
     pulsar_session_timeout_ms: list[Annotated[int, Field(gt=0, le=int(MAX_SECONDS * 1000))]] = (
         Field(default=[30000], min_length=1, max_length=MAX_SWEEP)
     )

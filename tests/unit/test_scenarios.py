@@ -893,3 +893,15 @@ def test_a_file_with_only_its_sweep_gets_sensible_defaults(
     assert steps
     prof = scenario.profile("quick")
     assert prof.message_size == 1024 and prof.warmup_s == 3.0
+
+
+@pytest.mark.parametrize(
+    "kind", ["topic-growth", "send-frequency", "subscribe-frequency", "kill-9-recovery"]
+)
+def test_bench_new_writes_a_valid_documented_template(tmp_path: Path, kind: str) -> None:
+    from bench.scenarios.template import template
+
+    text = template(kind)
+    scenario = load_scenario(write(tmp_path, text))
+    assert expand_steps(scenario, "quick")
+    assert "# default: Bytes of every payload" in text  # keys carry their documentation
