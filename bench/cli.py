@@ -81,6 +81,13 @@ BROKER_CHOICE = click.Choice(["rocketmq", "pulsar", "all"])
     help="async: ASYNC_FLUSH / no journal fsync; sync: fsync.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print endpoints and timings as JSON.")
+@click.option(
+    "--pulsar-token-secret-env",
+    default="",
+    metavar="NAME",
+    help="Switch Pulsar token authentication on; variable NAME holds the HS256 secret key "
+    "(base64). A wrong token is refused; no token at all keeps an anonymous role.",
+)
 @click.pass_obj
 def infra_up(
     infra_obj: object,
@@ -91,6 +98,7 @@ def infra_up(
     port_offset: int,
     durability: str,
     as_json: bool,
+    pulsar_token_secret_env: str = "",
 ) -> None:
     """Bring BROKER up and wait until a real produce/consume round trip succeeds."""
     from bench.infra.manager import Infra
@@ -105,6 +113,7 @@ def infra_up(
         proxy=proxy,
         port_offset=port_offset,
         durability=cast("Literal['async', 'sync']", durability),
+        pulsar_token_secret_env=pulsar_token_secret_env,
     )
     timings = infra_obj.up(settings, fresh=fresh, progress=_echo_progress)
     eps = {b: infra_obj.endpoints(b).to_json() for b in brokers}

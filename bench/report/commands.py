@@ -6,7 +6,7 @@ turns into one line and its ``exit_code``.
 
 ``bench nightly`` exit status: 0 clean; 3 (:class:`~bench.report.regress.RegressionFound`) a
 figure regressed beyond its noise; 4 (:class:`UncleanRun`) no regression but the run is not
-clean (not complete, or a step failed or, outside kill-9, had send errors). The report, the run
+clean (not complete, or a step not clean by :mod:`bench.results.clean`). The report, the run
 directory and the history are written in every case, so CI can upload them.
 """
 
@@ -219,6 +219,7 @@ def nightly_cmd(
     from bench.report.html import render_report
     from bench.report.recommend import load_settings
     from bench.report.regress import RegressionFound, detect
+    from bench.results import clean
     from bench.results.history import History
     from bench.results.store import load_run
 
@@ -250,17 +251,11 @@ def nightly_cmd(
         raise RegressionFound(
             f"{len(regressions)} figure(s) regressed beyond their noise; see {report}"
         )
-    steps = run.steps
-    unclean = (
-        []
-        if not len(steps)
-        else [
-            f"{r['scenario']}/{r['step_id']} {r['status']}"
-            for r in steps.to_dict("records")
-            if r["status"] in ("failed", "skipped")
-            or (r["status"] == "errors" and r["kind"] != "kill-9-recovery")
-        ]
-    )
+    unclean = [
+        f"{r['scenario']}/{r['step_id']} {why}"
+        for r, why in zip(run.steps.to_dict("records"), clean.unclean(run.steps), strict=True)
+        if why
+    ]
     if run.status != "complete" or unclean:
         raise UncleanRun(
             f"run {run.run_id} is {run.status} with {len(unclean)} unclean step(s) "

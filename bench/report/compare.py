@@ -6,11 +6,10 @@ kind's headline metrics (:data:`bench.results.schema.HEADLINE_METRICS`). Each si
 several values of a figure (kill-9 repetitions, or several runs per side); then the verdict
 uses that spread:
 
-- **repetitions** (both sides have 2+ values): Welch's t-test; beyond the noise when
-  ``p < alpha`` (default 0.05).
-- **threshold** (otherwise): beyond the noise when the relative change is at least
-  ``threshold_pct`` (default 10 %): one value per side says nothing about its spread, so only a
-  change larger than run-to-run variation usually is gets flagged.
+the one noise rule of :func:`bench.results.noise.beyond_noise` (Welch's t-test with 2+ values a
+side, ``alpha`` 0.05; a prediction interval with 2+ on one side; else a relative change of at
+least ``threshold_pct``, default 10 %). Only clean steps count
+(:mod:`bench.results.clean`).
 
 Every row says which of the two was used.
 """
@@ -25,10 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from scipy import stats
 
 from bench.report.recommend import title
 from bench.results import frames
+from bench.results.clean import is_clean
+from bench.results.noise import beyond_noise
 from bench.results.schema import HEADLINE_METRICS
 from bench.results.store import Run, load_run
 
@@ -81,11 +81,12 @@ def _values(steps: pd.DataFrame) -> dict[tuple[str, str, str, str], list[float]]
     out: dict[tuple[str, str, str, str], list[float]] = {}
     if not len(steps):
         return out
-    # Failed and skipped steps have no figures worth comparing; errors are kept (and warned of
-    # in the report), since kill-9 steps finish with errors by design.
-    usable = steps[steps["status"].isin(["ok", "errors"])]
-    for rec in usable.to_dict("records"):
+    # One definition of clean (bench.results.clean): a loss figure needs a clean step, the
+    # others a step clean on the publish side (kill -9 send errors are what it measures).
+    for rec in steps.to_dict("records"):
         for metric in HEADLINE_METRICS.get(str(rec["kind"]), {}):
+            if not is_clean(rec, publish_side=not metric.startswith("loss.")):
+                continue
             v = rec.get(metric)
             if v is None or isinstance(v, bool) or not isinstance(v, int | float):
                 continue
@@ -124,18 +125,8 @@ def compare_runs(
         beyond: bool | None = None
         method = "-"
         if a and b:
-            ma, mb = statistics.fmean(a), statistics.fmean(b)
-            change = (100 * (mb - ma) / abs(ma)) if ma != 0 else (0.0 if mb == 0 else math.inf)
-            if len(a) >= 2 and len(b) >= 2:
-                if statistics.pstdev(a) == 0 and statistics.pstdev(b) == 0:
-                    p = 0.0 if ma != mb else 1.0
-                else:
-                    p = float(stats.ttest_ind(a, b, equal_var=False).pvalue)
-                beyond = p < alpha
-                method = f"welch p={p:.2g} (n={len(a)}/{len(b)})"
-            else:
-                beyond = abs(change) >= threshold_pct
-                method = f"threshold {threshold_pct:g}%"
+            noise = beyond_noise(a, b, alpha=alpha, threshold_pct=threshold_pct)
+            change, beyond, method = noise.change_pct, noise.beyond, noise.method
         out.append(
             Difference(scenario, broker, point, metric, direction, a, b, change, beyond, method)
         )

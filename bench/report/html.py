@@ -14,6 +14,7 @@ recommendation and the warnings use. Curves show the mean over repetitions.
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,7 +36,7 @@ from bench.report.recommend import (
     recommend,
     title,
 )
-from bench.results import frames
+from bench.results import clean, frames
 from bench.results.schema import HEADLINE_METRICS, ResultsError
 from bench.results.store import Run, load_run, without_steps
 
@@ -73,10 +74,19 @@ class Section:
 
 @dataclass
 class ReportWarning:
-    """A warning shown near the top: ``level`` is ``error`` or ``warn``."""
+    """A warning: ``level`` is ``error`` or ``warn``; ``steps`` (folded away in the page) are
+    the steps it is about, one line each."""
 
     level: str
     text: str
+    steps: list[str] = field(default_factory=list)
+
+
+def _cause(why: str) -> str:
+    """The cause of a step's not being clean, without its counts and details (the key that
+    groups warnings): ``"12 send errors"`` -> ``"send errors"``."""
+    head = why.split(":")[0] if not why.startswith("the drain") else why
+    return re.sub(r"(?<![\w.])[\d,.]+\s+", "", head).strip()
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -674,43 +684,16 @@ def _warnings(runs: Sequence[Run], steps: pd.DataFrame, s: Settings) -> list[Rep
     if not len(steps):
         out.append(ReportWarning("error", "The runs hold no finished steps."))
         return out
-    for status, text in (
-        ("failed", "failed"),
-        ("skipped", "were skipped"),
-        ("errors", "finished not clean (send errors, or a drain that did not finish)"),
-    ):
-        bad = steps[steps["status"] == status]
-        if len(bad):
-            if status == "errors":
-                expected = bad[bad["kind"] == "kill-9-recovery"]
-                bad = bad[bad["kind"] != "kill-9-recovery"]
-                if len(expected):
-                    out.append(
-                        ReportWarning(
-                            "warn",
-                            f"{len(expected)} kill -9 step(s) had send "
-                            "errors (expected during the outage; see the tables).",
-                        )
-                    )
-                if not len(bad):
-                    continue
-            names = ", ".join(f"{r.scenario}/{r.step_id}" for r in bad.head(8).itertuples())
-            more = f" and {len(bad) - 8} more" if len(bad) > 8 else ""
-            out.append(ReportWarning("error", f"{len(bad)} step(s) {text}: {names}{more}."))
-    errs = steps[
-        (_num(steps, "send_errors").fillna(0) > 0)
-        & (steps["status"] == "ok")
-        & (steps["kind"] != "kill-9-recovery")
-    ]
-    if len(errs):
-        out.append(
-            ReportWarning(
-                "error",
-                f"{len(errs)} step(s) marked ok report send errors: "
-                + ", ".join(f"{r.scenario}/{r.step_id}" for r in errs.head(8).itertuples())
-                + ".",
+    # One warning per cause (bench.results.clean), its steps folded away in the template.
+    causes: dict[str, list[str]] = {}
+    for r, why in zip(steps.to_dict("records"), clean.unclean(steps), strict=True):
+        if why:
+            causes.setdefault(_cause(why), []).append(
+                f"{r['run_id']} {r['scenario']}/{r['step_id']}: {why}"
             )
-        )
+    for cause, names in sorted(causes.items(), key=lambda kv: -len(kv[1])):
+        level = "warn" if cause.startswith(("the drain", "skipped")) else "error"
+        out.append(ReportWarning(level, f"{len(names)} step(s) not clean: {cause}.", names))
     for broker in ("pulsar", "rocketmq"):
         if not (steps["broker"] == broker).any():
             out.append(

@@ -45,7 +45,8 @@ from typing import Any, Literal, cast
 import pandas as pd
 
 from bench.errors import ConfigError
-from bench.results import frames
+from bench.results import clean, frames
+from bench.results.noise import beyond_noise
 from bench.yamlio import MAX_BYTES, load_bounded
 
 DIMENSIONS: dict[str, str] = {
@@ -330,40 +331,47 @@ def decide(
         return verdict("tie", None, "identical figures")
     rel_pct = 100 * (hi - lo) / hi
     na, nb = len(a.values), len(b.values)
-    if na >= 2 and nb >= 2:
-        se = math.sqrt(statistics.variance(a.values) / na + statistics.variance(b.values) / nb)
-        if abs(ma - mb) > 2 * se:
-            if rel_pct < settings.tie_pct:
-                return verdict("tie", None, f"within {settings.tie_pct:g}% of each other")
-            return verdict(
-                "better",
-                win.broker,
-                f"difference beyond 2 standard errors over {na} and {nb} repetitions",
-                ratio=ratio,
-            )
+    # The one noise rule (bench.results.noise), measured from the larger figure so that the
+    # verdict does not depend on which broker is named first.
+    big, small = (a, b) if abs(ma) >= abs(mb) else (b, a)
+    noise = beyond_noise(
+        big.values, small.values, alpha=0.05, threshold_pct=settings.single_run_pct
+    )
+    one_rep = min(na, nb) < 2
+    if noise.beyond:
+        if rel_pct < settings.tie_pct:
+            return verdict("tie", None, f"within {settings.tie_pct:g}% of each other")
+        reason = (
+            f"a {rel_pct:.0f}% difference, at least the {settings.single_run_pct:g}% "
+            "a single repetition needs"
+            if noise.method.startswith("threshold")
+            else f"difference beyond the noise over {na} and {nb} repetitions ({noise.method})"
+        )
+        return verdict(
+            "better",
+            win.broker,
+            reason,
+            ratio=ratio,
+            caveat="one repetition: the spread was not measured" if na < 2 and nb < 2 else "",
+        )
+    if not noise.method.startswith("threshold"):
         cvs = [c for c in (a.cv_pct, b.cv_pct) if c is not None]
-        if max(cvs) > settings.max_cv_pct:
+        if cvs and max(cvs) > settings.max_cv_pct:
+            shown = ", ".join(
+                f"CV {f.cv_pct:.0f}% ({title(f.broker)})" for f in (a, b) if f.cv_pct is not None
+            )
             return verdict(
                 "undecided",
                 None,
-                f"too noisy: the difference is within 2 standard errors and the repetitions "
-                f"vary by CV {a.cv_pct:.0f}% ({title(a.broker)}) and {b.cv_pct:.0f}% "
-                f"({title(b.broker)}), above the {settings.max_cv_pct:g}% limit",
+                f"too noisy: the difference is within the noise ({noise.method}) and the "
+                f"repetitions vary by {shown}, above the {settings.max_cv_pct:g}% limit",
             )
-        return verdict("tie", None, "within the noise of the repetitions")
+        return verdict("tie", None, f"within the noise of the repetitions ({noise.method})")
     if rel_pct < settings.tie_pct:
         return verdict(
             "tie", None, f"within {settings.tie_pct:g}% of each other", caveat="one repetition"
         )
-    if rel_pct >= settings.single_run_pct:
-        return verdict(
-            "better",
-            win.broker,
-            f"a {rel_pct:.0f}% difference, at least the {settings.single_run_pct:g}% "
-            "a single repetition needs",
-            ratio=ratio,
-            caveat="one repetition: the spread was not measured",
-        )
+    assert one_rep
     return verdict(
         "undecided",
         None,
@@ -410,30 +418,12 @@ def _outage(df: pd.DataFrame, metric: str) -> pd.Series:
     return col
 
 
-PUBLISH_SIDE_ERRORS = ("send_errors", "lookup_timeouts", "lookup_errors")
-
-
-def _problems(
-    steps: pd.DataFrame, allow_errors: bool = False, publish_side: bool = False
-) -> list[str]:
-    """Steps whose figures cannot be trusted: failed ones, and unless ``allow_errors`` those
-    that finished with errors. With ``publish_side`` (a figure from sends, creation or lookups
-    only) a step whose every publish-side error count is 0 is trusted: its "errors" can only be
-    the consumers' drain, which that figure does not use."""
-    bad = steps[steps["status"].isin(["failed"] if allow_errors else ["failed", "errors"])]
-    if publish_side and len(bad):
-        clean = pd.Series(True, index=bad.index)
-        for col in PUBLISH_SIDE_ERRORS:
-            clean &= _col(bad, col).fillna(0) == 0
-        # Creation that the broker broke off is a finding about the broker, measured up to
-        # where it stopped (its step's topics_created), not a failed measurement.
-        broke_off = (
-            bad["create_stopped"].notna()
-            if "create_stopped" in bad.columns
-            else pd.Series(False, index=bad.index)
-        )
-        bad = bad[((bad["status"] == "failed") & ~broke_off) | ~clean]
-    return [f"{r.step_id} {r.status}" for r in bad.itertuples()][:5]
+def _problems(steps: pd.DataFrame, publish_side: bool = False) -> list[str]:
+    """Steps whose figures cannot be trusted, by the one definition of a clean step
+    (:mod:`bench.results.clean`); ``publish_side``: for a figure of sends, creation or lookups
+    only."""
+    why = clean.unclean(steps, publish_side=publish_side)
+    return [f"{sid}: {w}" for sid, w in zip(steps["step_id"], why, strict=True) if w][:5]
 
 
 def _repetitions(df: pd.DataFrame) -> list[tuple[Any, pd.DataFrame]]:
@@ -497,15 +487,14 @@ def _figure_at_max(
     x_of: Callable[[pd.DataFrame], pd.Series],
     metric: str,
     label: str,
-    allow_errors: bool = False,
     publish_side: bool = False,
 ) -> tuple[Figure, Figure] | None:
     x_max, vals = _at_common_max(frames_, x_of, metric)
     a, b = frames_
     detail = f"at {label} {x_max:,.6g}" if x_max is not None else "no common point"
     return (
-        Figure(a, vals[a], detail, _problems(frames_[a], allow_errors, publish_side)),
-        Figure(b, vals[b], detail, _problems(frames_[b], allow_errors, publish_side)),
+        Figure(a, vals[a], detail, _problems(frames_[a], publish_side)),
+        Figure(b, vals[b], detail, _problems(frames_[b], publish_side)),
     )
 
 
@@ -704,7 +693,7 @@ def _recovery(fr: dict[str, pd.DataFrame], s: Settings) -> list[Verdict]:
     def per_step(b: str, col: pd.Series, detail: str) -> Figure:
         # Send errors are what kill-9 measures; only failed steps make its figures unusable.
         return Figure(
-            b, [float(v) for v in col.dropna()], detail, _problems(sel[b], allow_errors=True)
+            b, [float(v) for v in col.dropna()], detail, _problems(sel[b], publish_side=True)
         )
 
     def not_recovered(df: pd.DataFrame) -> pd.Series:

@@ -7,9 +7,10 @@ the baseline. A figure is flagged when **both** hold:
 1. **Threshold**: it moved at least ``threshold_pct`` (default 10 %) from the baseline's median
    in the metric's worse direction (lower TPS, higher latency, longer outage...). This keeps
    statistically real but operationally meaningless shifts out of the nightly signal.
-2. **Significance**: it lies outside what the baseline's own spread predicts: a one-sided
-   prediction-interval t-test, ``t = (x - mean) / (sd * sqrt(1 + 1/n))`` with ``n - 1``
-   degrees of freedom, ``p < alpha`` (default 0.01). A noisy figure needs a larger move.
+2. **Significance**: it is beyond the noise by the one rule,
+   :func:`bench.results.noise.beyond_noise` (for one value against a history: the one-sided
+   prediction-interval t-test, ``p < alpha``, default 0.01). A noisy figure needs a larger
+   move.
 
 Fewer than ``min_history`` (default 5) baseline values: not judged (reported as such). A
 baseline with no spread at all (sd 0) passes the significance test for any change, leaving the
@@ -28,10 +29,9 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from scipy import stats
-
 from bench.errors import BenchError
 from bench.results.history import History, headline_figures
+from bench.results.noise import beyond_noise
 from bench.results.schema import HEADLINE_METRICS
 from bench.results.store import Run
 
@@ -82,20 +82,15 @@ def assess(
     if n < min_history:
         return Assessment("no baseline", None, None, None, n)
     base = statistics.median(history)
-    mean = statistics.fmean(history)
-    sd = statistics.stdev(history)
     # A zero baseline has no relative scale: any move is an infinite relative change.
     change = 100 * (value - base) / abs(base) if base else (0.0 if value == 0 else math.inf)
     worse = (value < base) if direction == "higher" else (value > base)
-    if sd == 0:
-        p = 0.0 if value != mean else 1.0
-    else:
-        t = (value - mean) / (sd * math.sqrt(1 + 1 / n))
-        # One-sided, in the direction the value moved.
-        p = float(stats.t.sf(abs(t), df=n - 1))
-    if abs(change) >= threshold_pct and p < alpha:
-        return Assessment("regression" if worse else "improvement", base, change, p, n)
-    return Assessment("ok", base, change, p, n)
+    noise = beyond_noise(
+        history, [value], alpha=alpha, threshold_pct=threshold_pct, min_change_pct=0.0
+    )
+    if abs(change) >= threshold_pct and noise.beyond:
+        return Assessment("regression" if worse else "improvement", base, change, noise.p_value, n)
+    return Assessment("ok", base, change, noise.p_value, n)
 
 
 @dataclass(frozen=True)

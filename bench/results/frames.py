@@ -127,11 +127,9 @@ def concat(frames_: Sequence[pd.DataFrame]) -> pd.DataFrame:
 
 def drain_unfinished(steps: pd.DataFrame) -> pd.Series:
     """Per step: True where the drain ended before every acknowledged message arrived, so
-    ``loss.lost`` is an upper bound. Read from ``drain_complete``, or for runs made before
-    that metric existed, from the step's error ("... an upper bound ...")."""
-    unfinished = pd.Series(False, index=steps.index)
-    if "error" in steps:
-        unfinished |= steps["error"].fillna("").astype(str).str.contains("upper bound")
-    if "drain_complete" in steps:
-        unfinished |= steps["drain_complete"].map(lambda v: v is False)
-    return unfinished.astype(bool)
+    ``loss.lost`` is an upper bound (the rule: :func:`bench.results.clean.drain_unfinished`)."""
+    from bench.results.clean import drain_unfinished as unfinished
+
+    if not len(steps):
+        return pd.Series([], dtype=bool)
+    return pd.Series([unfinished(r) for r in steps.to_dict("records")], index=steps.index)

@@ -23,7 +23,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from bench.results.frames import drain_unfinished
+from bench.results.clean import is_clean
 from bench.results.schema import HEADLINE_METRICS, ResultsError
 from bench.results.store import Run
 
@@ -77,16 +77,13 @@ def headline_figures(run: Run) -> list[Figure]:
     steps = run.steps
     if not len(steps):
         return []
-    usable = steps[
-        (steps["status"] == "ok")
-        | ((steps["status"] == "errors") & (steps["kind"] == "kill-9-recovery"))
-    ]
-    undrained = drain_unfinished(usable)
     values: dict[tuple[str, str, str, str], list[float]] = {}
-    for rec, unfinished in zip(usable.to_dict("records"), undrained, strict=True):
+    for rec in steps.to_dict("records"):
         for metric in HEADLINE_METRICS.get(str(rec["kind"]), {}):
-            if unfinished and metric.startswith("loss."):
-                continue  # a bound, not a count: it would read as a loss (or a fix) next night
+            # One definition of clean (bench.results.clean): a loss needs a finished drain
+            # (else it is a bound, which would read as a loss, or a fix, the next night).
+            if not is_clean(rec, publish_side=not metric.startswith("loss.")):
+                continue
             v = rec.get(metric)
             if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
                 continue
