@@ -45,7 +45,11 @@ def _infra(tmp: pytest.TempPathFactory, broker: str, offset: int) -> Iterator[En
     conftest._created.append(infra)  # the session guard checks it like make_infra's
     try:
         infra.up(
-            InfraSettings(brokers=(broker,), port_offset=PORT_OFFSET + offset),  # type: ignore[arg-type]
+            InfraSettings(
+                brokers=(broker,),  # type: ignore[arg-type]
+                port_offset=PORT_OFFSET + offset,
+                proxy=broker == "pulsar",  # the proxy path is tested too
+            ),
             fresh=True,
         )
         yield infra.endpoints(broker)  # type: ignore[arg-type]
@@ -229,6 +233,17 @@ def test_pulsar_direct_fixed_rate(worker: Any, pulsar: Endpoints) -> None:
     assert measured[-1].ledger is not None  # the final interval carries the ledger
 
 
+def test_pulsar_proxy(worker: Any, pulsar: Endpoints) -> None:
+    assert pulsar.proxy_url
+    topics = _topics("jvmw-pp", 1)
+    w = worker()
+    spec = _spec("pulsar", pulsar, topics, path="proxy", max_in_flight=100, duration_s=1.5)
+    ready, drained, totals = _round_trip(w, spec)
+    assert ready.settings["service_url"] == pulsar.proxy_url
+    _check_delivery(w, drained, topics, 1)
+    assert totals["sent"] == totals["acked"] == totals["received"] > 0
+
+
 def test_pulsar_new_subscription_starts_at_end(worker: Any, pulsar: Endpoints) -> None:
     topics = _topics("jvmw-pe", 1)
     first = _spec("pulsar", pulsar, topics, max_messages=50, duration_s=3.0)
@@ -240,6 +255,63 @@ def test_pulsar_new_subscription_starts_at_end(worker: Any, pulsar: Endpoints) -
     _, drained, totals = _round_trip(w, second)
     assert totals.get("foreign", 0) == 0  # nothing of the first run reached a new subscription
     assert drained.ok and totals["received"] == 50
+
+
+def test_pulsar_controls(worker: Any, pulsar: Endpoints) -> None:
+    """set_rate, add_subscriptions, churn, ledger and stop_producers on a running worker."""
+    topics = _topics("jvmw-pc", 1)
+    w = worker()
+    w.send(p.Setup(spec=_spec("pulsar", pulsar, topics, rate_per_s=100.0)))
+    w.wait("ready")
+    w.send(p.Go())
+    w.wait("stats")
+    w.send(p.AddSubscriptions(n=1))
+    w.send(p.Churn(ops_per_s=4.0, live=1))
+    w.send(p.SetRate(rate_per_s=300.0))
+    time.sleep(2.0)
+    w.send(p.Churn(ops_per_s=0.0))
+    w.send(p.LedgerRequest())
+    ledger = w.wait("ledger")
+    assert [c["consumer_id"] for c in ledger.ledger["consumers"]] == [f"w0/{topics[0]}/sub-0"]
+    w.send(p.StopProducers())
+    done = w.wait("producers_done", 30)
+    w.send(p.Drain(timeout_s=30))
+    drained = w.wait("drained", 45)
+    w.send(p.Stop())
+    assert w.wait("exit", 30).code == 0
+    totals: dict[str, int] = {}
+    for s in w.stats():
+        for k, v in s.counters.items():
+            totals[k] = totals.get(k, 0) + v
+    assert drained.ok and totals["sent"] == totals["acked"] == done.sent
+    assert done.sent > 100 + 300  # the new rate took over (a second at 100/s, two at 300/s)
+    assert totals["subscribed"] >= 1 + 1 + 4  # tracked, added, churned
+    assert totals.get("unsubscribed", 0) >= 3
+    assert totals["received"] > totals["acked"]  # the added subscription receives too
+    assert "subscribe" in w.stats()[0].histograms
+    assert any("unsubscribe" in s.histograms for s in w.stats())
+
+
+def test_pulsar_per_batch_sync(worker: Any, pulsar: Endpoints) -> None:
+    topics = _topics("jvmw-pb", 1)
+    w = worker()
+    spec = _spec(
+        "pulsar",
+        pulsar,
+        topics,
+        send_mode="sync",
+        connection_mode="per_batch",
+        batch_size=25,
+        max_messages=100,
+        duration_s=20.0,
+    )
+    _, drained, totals = _round_trip(w, spec)
+    _check_delivery(w, drained, topics, 1)
+    assert totals["sent"] == totals["acked"] == 100
+    connects = histograms.merge(
+        s.histograms["connect"] for s in w.stats() if "connect" in s.histograms
+    )
+    assert connects.get_total_count() == 4  # a new client for every batch of 25
 
 
 def test_rocketmq_direct_closed_loop(worker: Any, rocketmq: Endpoints) -> None:

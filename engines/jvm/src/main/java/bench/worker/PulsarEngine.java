@@ -32,7 +32,17 @@ final class PulsarEngine implements Engine {
         if (url.isEmpty()) {
             throw new Unsupported("the Pulsar endpoints have no " + (spec.path.equals("proxy") ? "proxy_url (start the infra with --proxy)" : "service_url"));
         }
-        SubscriptionType.valueOf(s.text("subscription_type"));  // fails early on a typo
+        subscriptionType();  // fails early on a typo
+    }
+
+    /** The setting as the Python client names it (KeyShared) or as Java does (Key_Shared). */
+    private SubscriptionType subscriptionType() {
+        String name = s.text("subscription_type");
+        try {
+            return SubscriptionType.valueOf(name.equals("KeyShared") ? "Key_Shared" : name);
+        } catch (IllegalArgumentException e) {
+            throw new Unsupported("subscription_type '" + name + "' is not one of Exclusive, Shared, Failover, KeyShared");
+        }
     }
 
     String fullName(String topic) { return topic.contains("://") ? topic : "persistent://public/default/" + topic; }
@@ -107,7 +117,7 @@ final class PulsarEngine implements Engine {
         org.apache.pulsar.client.api.Consumer<byte[]> c = ((PClient) client).client().newConsumer()
                 .topic(fullName(topic))
                 .subscriptionName(subscription)
-                .subscriptionType(SubscriptionType.valueOf(s.text("subscription_type")))
+                .subscriptionType(subscriptionType())
                 .receiverQueueSize(s.integer("receiver_queue_size"))
                 .subscriptionInitialPosition(SubscriptionInitialPosition.Latest)
                 .messageListener((consumer, msg) -> {
