@@ -231,6 +231,13 @@ def test_pulsar_direct_fixed_rate(worker: Any, pulsar: Endpoints) -> None:
     assert measured and measured[0].start_ns == warm[-1].end_ns
     assert any("publish_intended" in s.histograms for s in measured)
     assert measured[-1].ledger is not None  # the final interval carries the ledger
+    # Java's compressed HdrHistograms decode in Python with every value: one publish latency
+    # per acknowledgement, one end-to-end latency per first receipt.
+    publish = histograms.merge(s.histograms["publish"] for s in stats if "publish" in s.histograms)
+    e2e = histograms.merge(s.histograms["e2e"] for s in stats if "e2e" in s.histograms)
+    assert publish.get_total_count() == totals["acked"]
+    assert e2e.get_total_count() == totals["received"]
+    assert 0 < publish.get_value_at_percentile(50) < 5_000_000  # us
 
 
 def test_pulsar_proxy(worker: Any, pulsar: Endpoints) -> None:
@@ -398,3 +405,14 @@ def test_stdin_eof_ends_the_worker(worker: Any, pulsar: Endpoints) -> None:
     w.proc.wait(15)
     assert time.monotonic() - started < 12
     assert w.wait("exit", 5).code == 0
+
+
+def test_hard_deadline_ends_the_worker(worker: Any, pulsar: Endpoints) -> None:
+    w = worker()
+    spec = _spec("pulsar", pulsar, _topics("jvmw-dl", 1), rate_per_s=50.0, deadline_s=6.0)
+    w.send(p.Setup(spec=spec))
+    w.wait("ready")
+    w.send(p.Go())
+    assert w.wait("exit", 30).code == 3  # past its deadline, told nothing
+    assert w.proc.wait(10) == 3
+    assert w.stats()[-1].ledger is not None
