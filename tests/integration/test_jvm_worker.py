@@ -29,6 +29,7 @@ from bench.infra.topology import Endpoints, InfraSettings
 from bench.metrics import histograms
 from bench.metrics.intervals import IntervalStats
 from bench.metrics.ledger import LedgerBook
+from bench.runner.rate import FakeClock, OpenLoopSchedule
 from tests.integration import conftest
 from tests.integration.conftest import PORT_OFFSET
 
@@ -364,6 +365,26 @@ def test_rocketmq_oneway_and_proxy(worker: Any, rocketmq: Endpoints) -> None:
     w3.send(p.Setup(spec=_spec("rocketmq", rocketmq, topics, path="proxy", send_mode="oneway")))
     assert "oneway" in w3.wait("failed", 30).error
     assert w3.wait("exit", 30).code == 1
+
+
+def _self_check(jvm: JvmWorker, *args: str) -> str:
+    cmd = [jvm.java, "-cp", jvm.classpath, "bench.worker.SelfCheck", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=60).stdout
+
+
+@pytest.mark.parametrize("rate", [1000.0, 333.3, 7 / 3, 12345.678, 0.5, 50000 / 3])
+def test_schedule_matches_python(jvm: JvmWorker, rate: float) -> None:
+    """The JVM's intended send times are the Python schedule's, to the nanosecond."""
+    start, deadline = 1_000, 1_000 + 10_000_000_000
+    ks = [0, 1, 2, 999_999, 123_456_789]
+    schedule = OpenLoopSchedule(rate, start, clock=FakeClock(), deadline_ns=deadline)
+    want = [schedule.planned, *(schedule.intended_ns(k) for k in ks)]
+    got = _self_check(jvm, "schedule", repr(rate), str(start), str(deadline), *map(str, ks))
+    assert [int(x) for x in got.split()] == want
+
+
+def test_interval_set_against_a_reference(jvm: JvmWorker) -> None:
+    assert _self_check(jvm, "intervalset", "7", "3000").strip() == "ok"
 
 
 _NOWHERE = Endpoints(broker="pulsar", topology="standalone", service_url="pulsar://127.0.0.1:1")
