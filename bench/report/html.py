@@ -570,7 +570,7 @@ def _kill_recovery(
                 _outage_cell(r, get),
                 get("time_to_recover_tps_s"),
                 get("clients_recovered"),
-                get("loss.lost"),
+                ("≤ " if clean.drain_unfinished(r) else "") + get("loss.lost"),
                 get("loss.duplicated"),
                 get("loss.reordered"),
                 get("loss.received_not_acked"),
@@ -681,6 +681,43 @@ def _warnings(runs: Sequence[Run], steps: pd.DataFrame, s: Settings) -> list[Rep
                 )
             )
         out.extend(ReportWarning("warn", f"Run {run.run_id}: {w}") for w in run.warnings)
+        git = run.metadata.get("git")
+        if isinstance(git, dict) and git.get("dirty"):
+            out.append(
+                ReportWarning(
+                    "warn",
+                    f"Run {run.run_id} was made from uncommitted code ({_git_cell(run.metadata)}):"
+                    " its figures may not match any commit.",
+                )
+            )
+        notes = [
+            f"{r.get('scenario')}/{r.get('step_id')}: {n}"
+            for r in run.step_records
+            for n in r.get("notes", [])
+        ]
+        if notes:
+            out.append(
+                ReportWarning(
+                    "warn",
+                    f"Run {run.run_id}: {len(notes)} figure(s) read by a rule newer than the run "
+                    "(bench.results.migrate), each named.",
+                    notes,
+                )
+            )
+        excluded = [
+            f"{r.get('scenario')}/{r.get('step_id')}: {r['excluded']}"
+            for r in run.step_records
+            if r.get("excluded")
+        ]
+        if excluded:
+            out.append(
+                ReportWarning(
+                    "error",
+                    f"Run {run.run_id}: {len(excluded)} step(s) with impossible figures, left "
+                    "out of the verdicts.",
+                    excluded,
+                )
+            )
     if not len(steps):
         out.append(ReportWarning("error", "The runs hold no finished steps."))
         return out

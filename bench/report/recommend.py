@@ -174,7 +174,10 @@ def find_knee(x: Sequence[float], y: Sequence[float | None], drop_pct: float = 1
     pts = sorted((float(a), float(cast(float, b))) for a, b in zip(x, y, strict=True) if _num(b))
     best = -math.inf
     for i, (a, b) in enumerate(pts):
-        if i > 0 and b < (1 - drop_pct / 100) * best:
+        floor = (1 - drop_pct / 100) * best
+        # A fall counts only when TPS stays down: a later point back within drop_pct of the
+        # best (a cold JVM's first steps, one slow step) is not a knee.
+        if i > 0 and b < floor and all(later < floor for _, later in pts[i + 1 :]):
             px, py = pts[i - 1]
             return Knee(px, py, a, b)
         best = max(best, b)
@@ -208,8 +211,11 @@ def find_saturation(
     if not pts:
         return None
     max_achieved = max(a for _, a, _ in pts)
-    for o, a, f in pts:
-        if f is True or a < fraction * o:
+    held = [f is not True and a >= fraction * o for o, a, f in pts]
+    for i, (o, a, _) in enumerate(pts):
+        # Saturated from here on: a higher offered rate sustained later (the first step on a
+        # cold JVM, one slow step) means this one was not the limit.
+        if not held[i] and not any(held[i + 1 :]):
             return Saturation(o, a, max_achieved)
     return Saturation(None, None, max_achieved)
 
@@ -235,6 +241,18 @@ class Figure:
     detail: str = ""
     problems: list[str] = field(default_factory=list)
     """Contributing steps that failed or had errors: the figure cannot be trusted."""
+    bounds: list[str] = field(default_factory=list)
+    """Per value: ``""`` a measurement, ``">="`` a lower bound, ``"<="`` an upper bound
+    (empty: every value is a measurement)."""
+    left_out: list[str] = field(default_factory=list)
+    """Steps not used, and why (evidence shown with the verdict)."""
+
+    @property
+    def bound(self) -> str:
+        """``">="`` or ``"<="`` when the mean is a bound (a mean of measurements and lower
+        bounds is a lower bound), ``"?"`` when it mixes both kinds, else ``""``."""
+        kinds = {b for b in self.bounds if b}
+        return "?" if len(kinds) > 1 else (kinds.pop() if kinds else "")
 
     @property
     def mean(self) -> float:
@@ -273,7 +291,7 @@ class Verdict:
         f = self.figures.get(broker)
         if f is None or not f.values:
             return "no data"
-        text = self.fmt(f.mean)
+        text = {"": "", ">=": "≥ ", "<=": "≤ ", "?": "~ "}[f.bound] + self.fmt(f.mean)
         if len(f.values) > 1:
             cv = f.cv_pct
             text += f" (n={len(f.values)}, CV {cv:.0f}%)" if cv is not None else ""
@@ -304,7 +322,9 @@ def decide(
 
     for f in (a, b):
         if not f.values:
-            return verdict("undecided", None, f"no {title(f.broker)} data for this figure")
+            listed = f.problems or f.left_out
+            why = f": {'; '.join(listed[:3])}" if listed else ""
+            return verdict("undecided", None, f"no {title(f.broker)} data for this figure{why}")
     problems = [f"{title(f.broker)}: {p}" for f in (a, b) for p in f.problems]
     if problems:
         return verdict(
@@ -316,6 +336,24 @@ def decide(
     ma, mb = a.mean, b.mean
     better_a = ma > mb if direction == "higher" else ma < mb
     win, lose = (a, b) if better_a else (b, a)
+    # A bound decides only when the truth it allows cannot reverse the order: the winner's
+    # figure may not be "at least" (lower is better) and the loser's not "at most".
+    worse_side, better_side = (">=", "<=") if direction == "lower" else ("<=", ">=")
+    unsure = [f for f in (win, lose) if f.bound == "?"]
+    if ma == mb or unsure or win.bound == worse_side or lose.bound == better_side:
+        culprit = next(
+            (f for f in (win, lose) if f.bound in ("?", worse_side if f is win else better_side)),
+            None,
+        )
+        if culprit is not None:
+            kind = {">=": "a lower bound", "<=": "an upper bound", "?": "a mix of bounds"}
+            return verdict(
+                "undecided",
+                None,
+                f"{title(culprit.broker)}'s figure is {kind[culprit.bound]} "
+                f"({culprit.detail or 'see the steps'}): "
+                "the true value may reverse the order",
+            )
     hi, lo = max(abs(ma), abs(mb)), min(abs(ma), abs(mb))
     ratio = math.inf if lo == 0 else hi / lo
     if zero_is_decisive and (ma == 0) != (mb == 0):
@@ -436,24 +474,84 @@ def _topic_x(df: pd.DataFrame) -> pd.Series:
     return _col(df, "topics_created").fillna(target)
 
 
-def _knee_figure(df: pd.DataFrame, broker: str, s: Settings) -> Figure:
+DEFAULT_BUNDLES = 4.0
+"""Pulsar's default ``defaultNumberOfNamespaceBundles``: topic-growth figures compare Pulsar at
+this setting when it was measured (never at its best of several: RocketMQ has no such knob)."""
+
+
+def _usable(df: pd.DataFrame, publish_side: bool) -> tuple[pd.DataFrame, list[str]]:
+    """The clean steps of ``df`` (bench.results.clean) not excluded by a read rule, and one line
+    per step left out, naming it and why."""
+    why = clean.unclean(df, publish_side=publish_side)
+    if "excluded" in df.columns:
+        why = why.where(why.notna(), df["excluded"].where(df["excluded"].notna(), None))
+    bad = why.notna() if len(df) else pd.Series([], dtype=bool)
+    left = [f"{sid}: {w}" for sid, w in zip(df.loc[bad, "step_id"], why[bad], strict=True)]
+    return df[~bad] if len(df) else df, left
+
+
+def _equal_settings(df: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """Pulsar's steps at one bundle setting (:data:`DEFAULT_BUNDLES` if measured, else the
+    fewest), and the setting's name; other brokers' steps as they are."""
+    bundles = _col(df, "pulsar_bundles").fillna(_col(df, "params.pulsar_bundles"))
+    if not bundles.notna().any():
+        return df, ""
+    values = sorted(set(bundles.dropna()))
+    pick = DEFAULT_BUNDLES if DEFAULT_BUNDLES in values else values[0]
+    default = " (Pulsar's default)" if pick == DEFAULT_BUNDLES else ""
+    return df[bundles == pick], f"{pick:g} bundles{default}"
+
+
+def _target(df: pd.DataFrame) -> pd.Series:
+    return _col(df, "topic_count").fillna(_col(df, "params.topic_count"))
+
+
+def _stopped_at(rep: pd.DataFrame) -> float | None:
+    """The topic count at which the broker refused further topics, if it did."""
+    if "create_stopped" not in rep.columns:
+        return None
+    stopped = rep[rep["create_stopped"].map(lambda v: isinstance(v, str) and bool(v))]
+    return float(_topic_x(stopped).min()) if len(stopped) else None
+
+
+def _reach_figure(df: pd.DataFrame, broker: str, s: Settings) -> Figure:
+    """Topics reached before the knee or the broker's refusal, per complete sweep."""
+    df, setting = _equal_settings(df)
+    ran = df[df["status"] != "skipped"]
+    ok, left = _usable(ran, publish_side=True)
+    largest = float(_target(ran).max()) if len(ran) else math.nan
     values: list[float] = []
+    bounds: list[str] = []
     details: list[str] = []
-    for _, rep in _repetitions(df):
-        best: tuple[float, str] | None = None
-        for group, g in rep.groupby("group", sort=True):
-            x, y = _topic_x(g), _col(g, "publish_tps")
-            if y.notna().sum() == 0:
-                continue
-            knee = find_knee(list(x), list(y), s.knee_drop_pct)
-            held = knee.x if knee else float(x.max())
-            label = f"knee at {knee.x:,.0f} topics" if knee else f"no knee up to {held:,.0f}"
-            if best is None or held > best[0]:
-                best = (held, f"{label} ({group})")
-        if best is not None:
-            values.append(best[0])
-            details.append(best[1])
-    return Figure(broker, values, "; ".join(sorted(set(details))), _problems(df, publish_side=True))
+    lacking = set()
+    for (run_id, group), rep in ran.groupby(["run_id", "group"], sort=True):
+        stop = _stopped_at(rep)
+        mine = ok[(ok["run_id"] == run_id) & (ok["group"] == group)]
+        knee = find_knee(list(_topic_x(mine)), list(_col(mine, "publish_tps")), s.knee_drop_pct)
+        if "lacks" in rep.columns:
+            lacking |= {x for v in rep["lacks"] if isinstance(v, list) for x in v}
+        if knee is not None and (stop is None or knee.x < stop):
+            values.append(knee.x)
+            bounds.append("")
+            details.append(f"knee at {knee.x:,.0f} topics")
+        elif stop is not None:
+            values.append(stop)
+            bounds.append("")
+            details.append(f"creation refused by the broker at {stop:,.0f} topics")
+        elif float(_target(rep).max()) < largest:
+            left.append(
+                f"{run_id} {group}: the sweep stopped at {_topic_x(rep).max():,.0f} of "
+                f"{largest:,.0f} topics (interrupted): not a repetition"
+            )
+        else:
+            reached = float(_topic_x(rep).max())
+            values.append(reached)
+            bounds.append(">=")
+            details.append(f"no knee up to {reached:,.0f} topics, the sweep's end")
+    if "create_stopped" in lacking:
+        left.append("runs lacking create_stopped: a refusal could not be read from them")
+    detail = "; ".join(sorted(set(details))) + (f"; {setting}" if setting else "")
+    return Figure(broker, values, detail, bounds=bounds, left_out=left)
 
 
 def _at_common_max(
@@ -470,14 +568,7 @@ def _at_common_max(
     x_max = max(common)
     out: dict[str, list[float]] = {}
     for b, df in frames_.items():
-        vals: list[float] = []
-        for _, rep in _repetitions(df[x_of(df) == x_max]):
-            v = _col(rep, metric).dropna()
-            if len(v):
-                # Several groups (Pulsar bundle counts) at one x: take the broker's best.
-                vals.append(
-                    float(v.max() if metric.endswith("tps") or "rate" in metric else v.min())
-                )
+        vals = [float(v) for v in _col(df[x_of(df) == x_max], metric).dropna()]
         out[b] = vals
     return x_max, out
 
@@ -488,31 +579,42 @@ def _figure_at_max(
     metric: str,
     label: str,
     publish_side: bool = False,
-) -> tuple[Figure, Figure] | None:
-    x_max, vals = _at_common_max(frames_, x_of, metric)
+    settings_of: Callable[[pd.DataFrame], tuple[pd.DataFrame, str]] | None = None,
+) -> tuple[Figure, Figure]:
+    """Both brokers' ``metric`` at the largest x both measured, from their usable steps."""
+    usable: dict[str, pd.DataFrame] = {}
+    left: dict[str, list[str]] = {}
+    setting: dict[str, str] = {}
+    for b, df in frames_.items():
+        df, setting[b] = settings_of(df) if settings_of else (df, "")
+        usable[b], left[b] = _usable(df, publish_side)
+    x_max, vals = _at_common_max(usable, x_of, metric)
     a, b = frames_
     detail = f"at {label} {x_max:,.6g}" if x_max is not None else "no common point"
-    return (
-        Figure(a, vals[a], detail, _problems(frames_[a], publish_side)),
-        Figure(b, vals[b], detail, _problems(frames_[b], publish_side)),
-    )
+
+    def fig(x: str) -> Figure:
+        d = detail + (f", {setting[x]}" if setting[x] else "")
+        near = [w for w in left[x] if x_max is None or f"={x_max:g}" in w or "topics=" not in w]
+        return Figure(x, vals[x], d, left_out=near[:5])
+
+    return fig(a), fig(b)
 
 
 def _topic_growth(fr: dict[str, pd.DataFrame], s: Settings) -> list[Verdict]:
     a, b = fr
     out = [
         decide(
-            f"largest topic count before TPS falls more than {s.knee_drop_pct:g}% (the knee)",
+            f"topics reached before the knee (TPS down {s.knee_drop_pct:g}%+) or the broker's "
+            "refusal",
             "higher",
-            _knee_figure(fr[a], a, s),
-            _knee_figure(fr[b], b, s),
+            _reach_figure(fr[a], a, s),
+            _reach_figure(fr[b], b, s),
             s,
             unit="topics",
             fmt=_count,
         )
     ]
     for metric, name, direction, fmt in (
-        ("publish_tps", "publish TPS at the largest topic count both reached", "higher", _rate),
         ("lookup_latency_us.p99", "lookup latency p99 at the largest topic count", "lower", _us_ms),
         (
             "create_rate_per_s",
@@ -521,9 +623,9 @@ def _topic_growth(fr: dict[str, pd.DataFrame], s: Settings) -> list[Verdict]:
             lambda v: f"{v:,.0f} topics/s",
         ),
     ):
-        # Publish TPS, lookups and creation: figures of the publish side only.
-        figs = _figure_at_max(fr, _topic_x, metric, "topics", publish_side=True)
-        assert figs is not None
+        figs = _figure_at_max(
+            fr, _target, metric, "topics", publish_side=True, settings_of=_equal_settings
+        )
         if metric == "create_rate_per_s":
             batches = {
                 b: sorted(set(_col(df, "create_batch_size").fillna(1))) for b, df in fr.items()
@@ -548,30 +650,73 @@ def _no_broker(step_id: str, broker: str) -> str:
     return step_id[len(prefix) :] if step_id.startswith(prefix) else step_id
 
 
+def _offered(df: pd.DataFrame) -> pd.Series:
+    return _col(df, "offered_rate_per_s").fillna(_col(df, "params.rate_per_s"))
+
+
+def _bound_mask(df: pd.DataFrame) -> pd.Series:
+    return (
+        df["client_bound"].map(is_client_bound)
+        if "client_bound" in df.columns
+        else (pd.Series(False, index=df.index))
+    )
+
+
+def _saturated(df: pd.DataFrame, s: Settings) -> pd.Series:
+    """Per step: at or past its curve's saturation point (:func:`find_saturation`, per run and
+    send/connection mode), so a step on a cold JVM followed by a higher rate carried is not."""
+    out = pd.Series(False, index=df.index)
+    modes = pd.Series([str(k) for k in _mode_keys(df)], index=df.index)
+    for _, g in df.groupby([df["run_id"], modes], sort=False):
+        sat = find_saturation(
+            list(_offered(g)), list(_col(g, "publish_tps")), None, s.saturation_fraction
+        )
+        if sat is not None and sat.offered is not None:
+            out[g.index] = _offered(g) >= sat.offered
+    return out
+
+
+MODE_ORDER = ("async", "sync")
+"""Where two send modes reach the same rate, the first listed is compared."""
+
+
 def _send_frequency(fr: dict[str, pd.DataFrame], s: Settings) -> list[Verdict]:
-    a, b = fr
     # ONEWAY is RocketMQ's alone and has no acknowledgement: comparing it would be unfair.
     common_modes = set.intersection(*(set(_mode_keys(df)) for df in fr.values()))
-    figs: list[Figure] = []
+    usable: dict[str, pd.DataFrame] = {}
+    left: dict[str, list[str]] = {}
     for broker, df in fr.items():
         mine = df[[m in common_modes for m in _mode_keys(df)]]
-        vals, details, bound = [], [], []
-        for _, rep in _repetitions(mine):
+        usable[broker], left[broker] = _usable(mine[mine["status"] != "skipped"], True)
+    # 1. The broker-bound maximum: the highest achieved rate of a step that saturated the
+    # broker while our client did not limit it.
+    figs: list[Figure] = []
+    for broker, ok in usable.items():
+        sat = ok[_saturated(ok, s) & ~_bound_mask(ok)]
+        vals, details = [], []
+        for _, rep in _repetitions(sat):
             tps = _col(rep, "publish_tps")
-            if tps.notna().any():
-                i = tps.idxmax()
-                vals.append(float(tps[i]))
-                details.append(_no_broker(str(rep.loc[i, "step_id"]), broker))
-                if is_client_bound(rep.loc[i].get("client_bound")):
-                    bound.append(
-                        f"{rep.loc[i, 'step_id']} client-bound (our workers took the CPU the "
-                        "broker needed: a floor, not the broker's limit)"
-                    )
-        problems = _problems(mine, publish_side=True) + bound
-        figs.append(Figure(broker, vals, "; ".join(sorted(set(details))), problems))
+            i = tps.idxmax()
+            vals.append(float(tps[i]))
+            details.append(_no_broker(str(rep.loc[i, "step_id"]), broker))
+        problems = []
+        if not vals and len(ok):
+            tps = _col(ok, "publish_tps")
+            i = tps.idxmax()
+            problems.append(
+                f"no step saturated the broker with our client below its limit (highest "
+                f"{tps[i]:,.0f} msg/s at {_no_broker(str(ok.loc[i, 'step_id']), broker)}"
+                f"{', client-bound' if _bound_mask(ok)[i] else ', not saturated'})"
+            )
+        figs.append(
+            Figure(
+                broker, vals, "; ".join(sorted(set(details))), problems, left_out=left[broker][:5]
+            )
+        )
     out = [
         decide(
-            "highest achieved publish TPS (send modes both brokers have)",
+            "broker-bound maximum: highest achieved publish TPS where the broker, not our "
+            "client, was the limit",
             "higher",
             figs[0],
             figs[1],
@@ -580,50 +725,72 @@ def _send_frequency(fr: dict[str, pd.DataFrame], s: Settings) -> list[Verdict]:
             fmt=_rate,
         )
     ]
-    # Publish p99 at the highest offered rate both brokers sustained, on the same sweep point.
-    sustained: list[dict[str, pd.DataFrame]] = []
-    for broker, df in fr.items():
-        offered = _col(df, "offered_rate_per_s").fillna(_col(df, "params.rate_per_s"))
-        ok = df[_col(df, "publish_tps") >= s.saturation_fraction * offered]
-        sustained.append({_no_broker(str(sid), broker): g for sid, g in ok.groupby("step_id")})
-    common = set(sustained[0]) & set(sustained[1])
-    if common:
 
-        def rate_of(key: str) -> float:
-            g = sustained[0][key]
-            return float(_col(g, "offered_rate_per_s").fillna(_col(g, "params.rate_per_s")).max())
+    # 2-3. Latency at the highest offered rate both brokers carried without our client bound.
+    def carried(ok: pd.DataFrame) -> pd.DataFrame:
+        return ok[
+            (_col(ok, "publish_tps") >= s.saturation_fraction * _offered(ok)) & ~_bound_mask(ok)
+        ]
 
-        point = max(sorted(common), key=rate_of)
+    def key(r: dict[str, Any]) -> tuple[Any, Any, float]:
+        return (
+            r.get("params.send_mode"),
+            r.get("params.connection_mode"),
+            float(_offered(pd.DataFrame([r])).iloc[0]),
+        )
+
+    keys = [{key(r) for r in carried(ok).to_dict("records")} for ok in usable.values()]
+    common = keys[0] & keys[1]
+    point = (
+        max(
+            common,
+            key=lambda k: (k[2], -MODE_ORDER.index(k[0]) if k[0] in MODE_ORDER else -9, str(k[1])),
+        )
+        if common
+        else None
+    )
+    for metric, name in (
+        ("publish_latency_us.p99", "publish latency p99"),
+        ("e2e_latency_us.p99", "end-to-end latency p99"),
+    ):
         pair = []
-        for broker, by_point in zip(fr, sustained, strict=True):
-            g = by_point[point]
-            pair.append(
-                Figure(
-                    broker,
-                    [float(v) for v in _col(g, "publish_latency_us.p99").dropna()],
-                    f"at {point}",
-                    _problems(g, publish_side=True),
+        for broker, ok in usable.items():
+            if point is None:
+                pair.append(
+                    Figure(
+                        broker,
+                        [],
+                        problems=[
+                            "no offered rate both brokers carried with our client below its limit"
+                        ],
+                    )
                 )
-            )
+                continue
+            c = carried(ok)
+            g = c[[key(r) == point for r in c.to_dict("records")]]
+            vals = [float(v) for v in _col(g, metric).dropna()]
+            bounds = []
+            if metric.startswith("e2e"):
+                # Receipts after the window are not in the histogram: when the consumers fell
+                # behind, the window's p99 is only a lower bound.
+                behind = _col(g, "received") < (1 - 0.005) * _col(g, "acked") * _col(
+                    g, "params.subscriptions_per_topic"
+                ).fillna(1)
+                bounds = [
+                    ">=" if x else ""
+                    for x, v in zip(behind, _col(g, metric), strict=True)
+                    if not math.isnan(v)
+                ]
+            detail = f"at {point[2]:,.0f} msg/s offered, send={point[0]}, connections={point[1]}"
+            pair.append(Figure(broker, vals, detail, bounds=bounds))
         out.append(
             decide(
-                "publish latency p99 at the highest offered rate both sustained",
+                f"{name} at the highest offered rate both carried without our client bound",
                 "lower",
                 pair[0],
                 pair[1],
                 s,
                 unit="us",
-                fmt=_us_ms,
-            )
-        )
-    else:
-        out.append(
-            decide(
-                "publish latency p99 at the highest offered rate both sustained",
-                "lower",
-                Figure(a, []),
-                Figure(b, []),
-                s,
                 fmt=_us_ms,
             )
         )
@@ -648,7 +815,6 @@ def _subscribe_frequency(fr: dict[str, pd.DataFrame], s: Settings) -> list[Verdi
 
     out = []
     for frs, x_of, metric, name, direction, fmt in (
-        (fan, fanout_x, "consume_tps", "consume TPS at the largest fan-out", "higher", _rate),
         (
             churn,
             churn_x,
@@ -665,9 +831,34 @@ def _subscribe_frequency(fr: dict[str, pd.DataFrame], s: Settings) -> list[Verdi
             "lower",
             _us_ms,
         ),
+        (
+            fan,
+            fanout_x,
+            "delivered_share",
+            "delivered share (consumed / published x fan-out) at the largest fan-out",
+            "higher",
+            lambda v: f"{100 * v:.1f}%",
+        ),
     ):
-        figs = _figure_at_max(frs, x_of, metric, "fan-out" if frs is fan else "churn/s")
-        assert figs is not None
+        if metric == "delivered_share":
+            frs = {
+                b: df.assign(
+                    delivered_share=_col(df, "consume_tps")
+                    / (_col(df, "publish_tps") * fanout_x(df))
+                )
+                for b, df in frs.items()
+            }
+        figs = _figure_at_max(
+            frs, x_of, metric, "fan-out" if frs is not churn else "churn/s", publish_side=True
+        )
+        if metric == "delivered_share":
+            for f, df in zip(figs, frs.values(), strict=True):
+                at = df[x_of(df) == (x_of(df).max())]
+                cb = [str(r) for r in at.loc[_bound_mask(at), "step_id"]]
+                if cb:
+                    f.problems.append(
+                        f"{', '.join(cb)} client-bound: our consumers may be the limit"
+                    )
         out.append(decide(name, direction, *figs, s, fmt=fmt))  # type: ignore[arg-type]
     return out
 
@@ -681,65 +872,109 @@ def _param(df: pd.DataFrame, name: str) -> pd.Series:
 
 
 def _recovery(fr: dict[str, pd.DataFrame], s: Settings) -> list[Verdict]:
-    # Compare only the (path, restart policy) points both brokers ran, pooling repetitions:
-    # pooling different points would count their difference as noise.
-    def keys(df: pd.DataFrame) -> list[tuple[Any, Any]]:
-        return list(zip(_param(df, "path"), _param(df, "restart_policy"), strict=True))
-
-    common = set.intersection(*(set(keys(df)) for df in fr.values()))
-    label = ", ".join(f"{p}/{r}" for p, r in sorted(common, key=str)) or "no common point"
-    sel = {b: df[[k in common for k in keys(df)]] for b, df in fr.items()}
-
-    def per_step(b: str, col: pd.Series, detail: str) -> Figure:
-        # Send errors are what kill-9 measures; only failed steps make its figures unusable.
-        return Figure(
-            b, [float(v) for v in col.dropna()], detail, _problems(sel[b], publish_side=True)
+    # Standalone and cluster, and each path, are separate figures: the only broker dying and one
+    # of two dying are different events. Restart policies are pooled only for the counts
+    # (loss, self-recovery); outages are compared per policy.
+    def keys(df: pd.DataFrame, with_policy: bool) -> list[tuple[Any, ...]]:
+        cols = [df["topology"], _param(df, "path")] + (
+            [_param(df, "restart_policy")] if with_policy else []
         )
+        return list(zip(*cols, strict=True))
+
+    def label(k: tuple[Any, ...]) -> str:
+        return "/".join(str(x) for x in k)
 
     def not_recovered(df: pd.DataFrame) -> pd.Series:
         v = _param(df, "clients_recovered")
         return v.map(lambda r: 1.0 if r is False else (0.0 if r is True else math.nan))
 
-    a, b = fr
-    lost = [per_step(x, _col(sel[x], "loss.lost"), "") for x in (a, b)]
-    for x, f in zip((a, b), lost, strict=True):
-        f.detail = f"lost {sum(f.values):,.0f} acknowledged message(s) over {label}"
-        # A drain that did not finish leaves "lost" an upper bound, not a confirmed loss.
-        undrained = sel[x][frames.drain_unfinished(sel[x])]
-        f.problems += [
-            f"{r.step_id}: drain unfinished, lost is an upper bound" for r in undrained.itertuples()
-        ][:5]
-    out = [
-        decide(
-            "acknowledged messages lost",
-            "lower",
-            lost[0],
-            lost[1],
-            s,
-            fmt=_count,
-            zero_is_decisive=True,
-        )
-    ]
-    nr = [
-        per_step(x, not_recovered(sel[x]), f"needed client restarts over {label}") for x in (a, b)
-    ]
-    out.append(
-        decide(
-            "repetitions in which clients did not recover by themselves",
-            "lower",
-            nr[0],
-            nr[1],
-            s,
-            fmt=_count,
-            zero_is_decisive=True,
-        )
-    )
-    for metric, name in (
-        ("unavailability_s", "unavailability window (kill to first ack)"),
-        ("time_to_recover_tps_s", "time back to 90% of the pre-kill TPS"),
-    ):
-        pair = [per_step(x, _outage(sel[x], metric), label) for x in (a, b)]
-        out.append(decide(name, "lower", pair[0], pair[1], s, unit="s", fmt=_secs))
+    out: list[Verdict] = []
+    for with_policy in (False, True):
+        common = set.intersection(*(set(keys(df, with_policy)) for df in fr.values()))
+        for k in sorted(common, key=str):
+            sel = {b: df[[x == k for x in keys(df, with_policy)]] for b, df in fr.items()}
+            if not with_policy:
+                lost, nr = [], []
+                for b, df in sel.items():
+                    ran, left = _usable(df, publish_side=True)
+                    undrained = frames.drain_unfinished(ran)
+                    vals = [float(v) for v in _col(ran, "loss.lost").fillna(0)]
+                    bounds = ["<=" if u else "" for u in undrained]
+                    total = sum(vals)
+                    n_b = int(undrained.sum())
+                    detail = (
+                        f"lost {'≤ ' if n_b else ''}{total:,.0f} over {len(vals)} step(s) at "
+                        f"{label(k)}"
+                        + (f" ({n_b} drain(s) unfinished: upper bounds)" if n_b else "")
+                    )
+                    lost.append(Figure(b, vals, detail, bounds=bounds, left_out=left[:5]))
+                    col = not_recovered(ran).dropna()
+                    nr.append(
+                        Figure(
+                            b,
+                            [float(v) for v in col],
+                            f"clients needed a restart in {int(col.sum())} of {len(col)} step(s) "
+                            f"at {label(k)}",
+                            left_out=left[:5],
+                        )
+                    )
+                out.append(
+                    decide(
+                        f"acknowledged messages lost ({label(k)})",
+                        "lower",
+                        lost[0],
+                        lost[1],
+                        s,
+                        fmt=_count,
+                        zero_is_decisive=True,
+                    )
+                )
+                out.append(
+                    decide(
+                        f"steps whose clients did not recover by themselves ({label(k)})",
+                        "lower",
+                        nr[0],
+                        nr[1],
+                        s,
+                        fmt=lambda v: f"{100 * v:.0f}%",
+                        zero_is_decisive=True,
+                    )
+                )
+                continue
+            outage = []
+            for b, df in sel.items():
+                ran, left = _usable(df, publish_side=True)
+                exact, least = _col(ran, "unavailability_s"), _col(ran, "unavailability_at_least_s")
+                vals = [
+                    float(e if not math.isnan(e) else m)
+                    for e, m in zip(exact, least, strict=True)
+                    if not (math.isnan(e) and math.isnan(m))
+                ]
+                bounds = [
+                    ("" if not math.isnan(e) else ">=")
+                    for e, m in zip(exact, least, strict=True)
+                    if not (math.isnan(e) and math.isnan(m))
+                ]
+                outage.append(
+                    Figure(
+                        b,
+                        vals,
+                        f"kill to first ack at {label(k)}",
+                        bounds=bounds,
+                        left_out=left[:5],
+                    )
+                )
+            out.append(
+                decide(
+                    f"unavailability, kill to first ack ({label(k)})",
+                    "lower",
+                    outage[0],
+                    outage[1],
+                    s,
+                    unit="s",
+                    fmt=_secs,
+                )
+            )
     return out
 
 
@@ -765,6 +1000,13 @@ class DimensionVerdict:
     winner: str | None
     text: str
     verdicts: list[Verdict]
+    provisional: bool = False
+    """Decided on figures of one repetition: the spread was not measured."""
+
+    @property
+    def deciding(self) -> Verdict | None:
+        """The sub-verdict that decided the dimension (None when undecided or a tie)."""
+        return next((v for v in self.verdicts if v.outcome == "better"), None)
 
 
 @dataclass
@@ -795,30 +1037,51 @@ def _dimension(
         return DimensionVerdict(dim, name, w, "undecided", None, f"Cannot decide: {why}.", [])
     fr = {b: df[df["broker"] == b] for b in present[:2]}
     verdicts = CRITERIA[dim](fr, s)
-    for v in verdicts:
-        if v.outcome == "tie":
-            continue
-        if v.outcome == "undecided":
-            text = f"Cannot decide: {v.criterion}: {v.reason}."
-            return DimensionVerdict(dim, name, w, "undecided", None, text, verdicts)
-        assert v.winner is not None
-        loser = next(b for b in fr if b != v.winner)
-        ratio = f" ({_fmt_ratio(v.ratio)} {v.direction})" if v.ratio else ""
-        text = (
-            f"{title(v.winner)} did better{ratio}: {v.criterion} {v.shown(v.winner)} vs "
-            f"{v.shown(loser)} for {title(loser)} ({v.direction} is better; {v.reason})"
+    return _aggregate(dim, name, w, fr, verdicts)
+
+
+def _aggregate(
+    dim: str, name: str, w: float, fr: dict[str, pd.DataFrame], verdicts: list[Verdict]
+) -> DimensionVerdict:
+    """A dimension's verdict from its sub-verdicts (in priority order): the first decided one
+    names the winner; sub-verdicts of higher priority left undecided, and decided ones that
+    disagree, are named with it. Undecided only when no sub-verdict decides, with every
+    sub-verdict's reason. Provisional when a deciding figure rests on one repetition."""
+    decided = [v for v in verdicts if v.outcome == "better"]
+    if not decided:
+        if verdicts and all(v.outcome == "tie" for v in verdicts):
+            return DimensionVerdict(
+                dim,
+                name,
+                w,
+                "tie",
+                None,
+                "A tie: no figure separates the brokers beyond the noise.",
+                verdicts,
+            )
+        why = "; ".join(f"{v.criterion}: {v.reason}" for v in verdicts if v.outcome != "tie")
+        return DimensionVerdict(dim, name, w, "undecided", None, f"Cannot decide: {why}.", verdicts)
+    v = decided[0]
+    assert v.winner is not None
+    loser = next(b for b in fr if b != v.winner)
+    ratio = f" ({_fmt_ratio(v.ratio)} {v.direction})" if v.ratio else ""
+    text = (
+        f"{title(v.winner)} did better{ratio}: {v.criterion} {v.shown(v.winner)} vs "
+        f"{v.shown(loser)} for {title(loser)} ({v.direction} is better; {v.reason})"
+    )
+    agree = [x for x in decided[1:] if x.winner == v.winner]
+    disagree = [x for x in decided[1:] if x.winner != v.winner]
+    if agree:
+        text += f"; also better on {len(agree)} more figure(s)"
+    if disagree:
+        text += "; but " + "; ".join(
+            f"{title(x.winner or '')} better on {x.criterion}" for x in disagree
         )
-        if v.caveat:
-            text += f"; caveat: {v.caveat}"
-        return DimensionVerdict(dim, name, w, "better", v.winner, text + ".", verdicts)
+    provisional = any("one repetition" in x.caveat for x in [v, *agree])
+    if provisional:
+        text += "; provisional: one repetition, the spread was not measured"
     return DimensionVerdict(
-        dim,
-        name,
-        w,
-        "tie",
-        None,
-        "A tie: no criterion separates the brokers beyond the noise.",
-        verdicts,
+        dim, name, w, "better", v.winner, text + ".", verdicts, provisional=provisional
     )
 
 

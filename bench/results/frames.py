@@ -92,8 +92,16 @@ def _frame(rows: Sequence[Mapping[str, Any]], columns: Iterable[str]) -> pd.Data
 
 
 def steps_frame(records: Sequence[Mapping[str, Any]], run_id: str = "") -> pd.DataFrame:
-    """One row per step, metrics flattened (see :func:`step_row`)."""
-    return _frame([step_row(r, run_id) for r in records], STEP_COLUMNS)
+    """One row per step, metrics flattened (see :func:`step_row`). ``cold_start`` is True on
+    the first step each broker ran of each scenario: the runner brings the broker up fresh for
+    it, so it runs on a cold JVM (the report says so beside its figures)."""
+    df = _frame([step_row(r, run_id) for r in records], STEP_COLUMNS)
+    df["cold_start"] = False
+    ran = df[df["status"] != "skipped"] if len(df) else df
+    if len(ran):
+        first = ran.sort_values("started_at").groupby(["scenario", "broker"]).head(1).index
+        df.loc[first, "cold_start"] = True
+    return df
 
 
 def series_frame(rows: Sequence[Mapping[str, Any]], run_id: str = "") -> pd.DataFrame:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import statistics
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -76,7 +77,12 @@ def beyond_noise(
         if statistics.pstdev(a) == 0 and statistics.pstdev(b) == 0:
             p = 0.0 if statistics.fmean(a) != statistics.fmean(b) else 1.0
         else:
-            p = float(stats.ttest_ind(list(a), list(b), equal_var=False).pvalue)
+            with warnings.catch_warnings():
+                # Nearly identical values: scipy warns of lost precision; the test still holds.
+                warnings.simplefilter("ignore", RuntimeWarning)
+                p = float(stats.ttest_ind(list(a), list(b), equal_var=False).pvalue)
+            if math.isnan(p):
+                p = 0.0 if statistics.fmean(a) != statistics.fmean(b) else 1.0
         return Noise(p < alpha and big_enough, change, f"welch p={p:.2g} (n={len(a)}/{len(b)})", p)
     if len(a) >= 2 or len(b) >= 2:
         sample, x = (a, b[0]) if len(a) >= 2 else (b, a[0])

@@ -31,6 +31,7 @@ import pandas as pd
 
 from bench.errors import RunInterrupted
 from bench.results import frames
+from bench.results.migrate import read_step
 from bench.results.schema import (
     EVENTS_FILE,
     HISTOGRAMS_DIR,
@@ -412,8 +413,9 @@ class Run:
     ``meta`` is ``run.json`` (status, times, metadata); ``steps`` has one row per step with
     ``metrics`` flattened to top-level columns (``publish_tps``, ``publish_latency_us.p99``,
     ``errors_by_kind.Timeout``), ``params.*``, ``window.*`` and ``loss.*`` columns, plus
-    ``run_id``; ``step_records`` keeps the records as written. ``warnings`` lists what the
-    reader had to tolerate (a torn last line, a run left ``running``).
+    ``run_id``; ``step_records`` keeps the records as the read rules
+    (:mod:`bench.results.migrate`) give them, ``raw_step_records`` as written. ``warnings``
+    lists what the reader had to tolerate (a torn last line, a run left ``running``).
     """
 
     run_dir: Path
@@ -424,6 +426,8 @@ class Run:
     resources: pd.DataFrame
     events: pd.DataFrame
     warnings: list[str]
+    raw_step_records: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    """The records as stored, before :func:`bench.results.migrate.read_step`."""
 
     @property
     def run_id(self) -> str:
@@ -542,6 +546,9 @@ def load_run(run_dir: str | Path) -> Run:
             continue
         seen[key] = len(step_records)
         step_records.append(rec)
+    raw_records = step_records
+    # Every reader sees a step as the read rules say (bench.results.migrate).
+    step_records = [read_step(r, path) for r in raw_records]
     series = list(_read_jsonl(path / SERIES_FILE, run_id, warnings))
     resources = list(_read_jsonl(path / RESOURCES_FILE, run_id, warnings))
     events = list(_read_jsonl(path / EVENTS_FILE, run_id, warnings))
@@ -554,4 +561,5 @@ def load_run(run_dir: str | Path) -> Run:
         resources=frames.resources_frame(resources, run_id),
         events=frames.events_frame(events, run_id),
         warnings=warnings,
+        raw_step_records=raw_records,
     )

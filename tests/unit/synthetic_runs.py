@@ -136,7 +136,9 @@ class _Gen:
         if step_id in self.spec.failed_steps:
             status, error = "failed", "synthetic failure: broker did not answer"
         start = self.t
-        duration = float(self.spec.series_s)
+        # A kill -9 step runs at least 100 s: its outage (up to ~24 s after a kill at 30 s) is
+        # inside the window whatever series_s is, as on a real broker.
+        duration = float(max(self.spec.series_s, 100 if kind == "kill-9-recovery" else 0))
         rows = series if series is not None else self.default_series(broker, metrics)
         for r in rows:
             r.update(scenario=scenario, step_id=step_id, broker=broker)
@@ -343,7 +345,7 @@ class _Gen:
                 sid = f"{broker}-path={path}-restart={policy}-{setting[0]}={setting[1]}-rep={rep}"
                 killed_at = self.t + 30
                 down = max(1.0, self.noise(self.edge(8.0, 24.0, broker)))
-                restarted_at = killed_at + (10 if policy == "manual" else 2)
+                restarted_at = killed_at + (10 if policy == "manual" else 5)
                 rows = []
                 for i in range(self.spec.series_s):
                     t = self.t + i

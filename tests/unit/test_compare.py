@@ -37,7 +37,7 @@ def test_a_30pct_tps_drop_is_worse_beyond_noise_by_threshold(tmp_path: Path) -> 
     tps = [d for d in diffs if d.scenario == "send-frequency" and d.metric == "publish_tps"]
     assert tps and all(d.verdict == "worse" for d in tps)
     assert all(d.method == "threshold 10%" for d in tps)  # one value per side
-    assert all(-32 < (d.change_pct or 0) < -28 for d in tps)
+    assert all(-34 < (d.change_pct or 0) < -26 for d in tps)  # 30% drop, 1% noise a side
     # Ordinary 1% noise on the latency figures stays within the threshold.
     lat = [d for d in diffs if d.metric == "publish_latency_us.p99"]
     assert lat and not any(d.beyond_noise for d in lat)

@@ -1,0 +1,191 @@
+"""Read rules: a stored step as it must be read, whatever build wrote it.
+
+:func:`read_step` is applied by :func:`bench.results.store.load_run` to every step record, so
+the report, ``bench compare``, the history and ``bench check`` all see the same figures. Each
+rule changes a record only where its own run contradicts it or lacks a field that can be
+derived, and says so in the record's ``notes`` (one line each); a field that cannot be derived
+stays absent and ``lacks`` names it: it is never read as False or 0. ``excluded`` holds why a
+step's figures cannot be used at all (the verdicts leave it out and say so).
+
+The rules, in the order applied:
+
+1. **ONEWAY rate from the broker's count.** RocketMQ ONEWAY has no acknowledgement, so the
+   achieved rate is what the broker stored (``broker_messages_in``) over the send time
+   (``params.duration_s``, warm-up included). Steps written before the runner did so carry the
+   consumers' receipts instead; when the two differ by more than 0.5 % the broker's count wins
+   and ``saturated`` is recomputed against 0.9 x offered.
+2. **create_stopped** (topic growth): derived from the step's error (``topic creation stopped at
+   N of M topics: why``), or None when every topic was created; otherwise it is lacking.
+3. **Subscribe summaries from the step's own histograms.** When the step's histogram file holds
+   the measured window's ``subscribe`` / ``first_message`` histograms, the summaries are theirs
+   (a summary over every phase counted the warm-up's subscriptions).
+4. **gc_pause_ms 0** over a measured window of 5 s or more is impossible for a JVM under load:
+   the GC log was not read. It becomes None (not measured).
+5. **kill -9 restart sooner than a JVM can start** (:data:`JVM_MIN_START_S`): the recorded
+   restart is not the broker's; the step is excluded from the recovery figures.
+6. **kill -9 outage longer than the load ran after the kill**: it was measured during the drain,
+   so the outage is only known to be at least as long as the load ran after the kill
+   (``unavailability_at_least_s``), never a value.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+JVM_MIN_START_S = 2.0
+"""No broker JVM of ours is up and serving sooner than this after it was started."""
+COUNTER_TOLERANCE = 0.005
+"""Client counts and the broker's own counters must agree within this fraction."""
+GC_MIN_WINDOW_S = 5.0
+_STOPPED = re.compile(r"topic creation stopped at ([\d,]+) of ([\d,]+) topics: (.*)")
+HISTOGRAM_SUMMARIES: dict[str, str] = {
+    "subscribe_latency_us": "subscribe",
+    "first_message_latency_us": "first_message",
+}
+"""Summary metric -> the histogram of the measured window it must agree with."""
+
+
+def _num(v: Any) -> float | None:
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return None
+    return float(v)
+
+
+def _note(rec: dict[str, Any], text: str) -> None:
+    rec.setdefault("notes", []).append(text)
+
+
+def _oneway_rate(rec: dict[str, Any], _: Any) -> None:
+    m, p = rec["metrics"], rec.get("params") or {}
+    if m.get("send_mode") != "oneway" and p.get("send_mode") != "oneway":
+        return
+    stored, secs, tps = (
+        _num(m.get("broker_messages_in")),
+        _num(p.get("duration_s")),
+        _num(m.get("publish_tps")),
+    )
+    if not stored or not secs:
+        return
+    rate = stored / secs
+    if tps is not None and abs(tps - rate) <= COUNTER_TOLERANCE * rate:
+        return
+    m["publish_tps"] = rate
+    offered = _num(m.get("offered_rate_per_s")) or _num(p.get("rate_per_s"))
+    if offered:
+        m["saturated"] = rate < 0.9 * offered
+    shown = "none" if tps is None else f"{tps:,.1f}"
+    _note(
+        rec,
+        f"publish_tps {shown} -> {rate:,.0f} msg/s: the broker stored {stored:,.0f} messages in "
+        f"the {secs:g} s of sending (ONEWAY has no acks; the run predates that rule)",
+    )
+
+
+def _create_stopped(rec: dict[str, Any], _: Any) -> None:
+    if rec.get("kind") != "topic-growth" or rec.get("status") == "skipped":
+        return
+    m = rec["metrics"]
+    if "create_stopped" in m:
+        return
+    found = _STOPPED.search(str(rec.get("error") or ""))
+    created, target = _num(m.get("topics_created")), _num(m.get("topic_count"))
+    if found:
+        m["create_stopped"] = found.group(3).strip()
+        _note(rec, "create_stopped derived from the step's error (the run predates the field)")
+    elif created is not None and target is not None and created >= target:
+        m["create_stopped"] = None  # every topic was created: nothing stopped
+    else:
+        rec.setdefault("lacks", []).append("create_stopped")
+
+
+def _histogram_summaries(rec: dict[str, Any], hists: Callable[[], Mapping[str, str]]) -> None:
+    if rec.get("kind") != "subscribe-frequency":
+        return
+    m = rec["metrics"]
+    wanted = [k for k in HISTOGRAM_SUMMARIES if isinstance(m.get(k), dict)]
+    if not wanted:
+        return
+    stored = hists()
+    for key in wanted:
+        encoded = stored.get(HISTOGRAM_SUMMARIES[key])
+        if not encoded:
+            continue
+        from bench.metrics import histograms
+
+        own = histograms.summary(histograms.decode(encoded))
+        if own.get("count") == m[key].get("count") and own.get("p99") == m[key].get("p99"):
+            continue
+        before = m[key].get("p99")
+        m[key] = {k: own.get(k) for k in m[key]}
+        _note(
+            rec,
+            f"{key} from the step's own histogram of the measured window (p99 {before} -> "
+            f"{own.get('p99')} us; the stored summary counted the warm-up)",
+        )
+
+
+def _gc_zero(rec: dict[str, Any], _: Any) -> None:
+    m, w = rec["metrics"], rec.get("window") or {}
+    span = (_num(w.get("end")) or 0.0) - (_num(w.get("start")) or 0.0)
+    if m.get("gc_pause_ms") == 0 and span >= GC_MIN_WINDOW_S:
+        m["gc_pause_ms"] = None
+        _note(rec, "gc_pause_ms 0 -> not measured (the JVM's GC log was not read)")
+
+
+def _kill_figures(rec: dict[str, Any], _: Any) -> None:
+    if rec.get("kind") != "kill-9-recovery":
+        return
+    m = rec["metrics"]
+    killed, restarted = _num(m.get("killed_at")), _num(m.get("restarted_at"))
+    if killed is not None and restarted is not None and restarted - killed < JVM_MIN_START_S:
+        rec["excluded"] = (
+            f"restart recorded {restarted - killed:.2f} s after the kill, sooner than a broker "
+            f"JVM can start ({JVM_MIN_START_S:g} s): not the killed broker's restart"
+        )
+    outage, end = _num(m.get("unavailability_s")), _num((rec.get("window") or {}).get("end"))
+    if killed is not None and outage is not None and end is not None and outage > end - killed:
+        observed = max(0.0, end - killed)
+        m["unavailability_s"] = None
+        m["unavailability_at_least_s"] = observed
+        _note(
+            rec,
+            f"unavailability {outage:.1f} s -> at least {observed:.1f} s: longer than the load "
+            "ran after the kill, so it was measured during the drain",
+        )
+
+
+RULES: tuple[Callable[[dict[str, Any], Any], None], ...] = (
+    _oneway_rate,
+    _create_stopped,
+    _histogram_summaries,
+    _gc_zero,
+    _kill_figures,
+)
+
+
+def read_step(record: Mapping[str, Any], run_dir: Path | None = None) -> dict[str, Any]:
+    """Return ``record`` as it must be read (rules in the module docstring); the input is not
+    changed. ``run_dir`` gives access to the step's histogram file."""
+    rec = copy.deepcopy(dict(record))
+    if not isinstance(rec.get("metrics"), dict):
+        return rec
+
+    def hists() -> Mapping[str, str]:
+        if run_dir is None:
+            return {}
+        path = run_dir / "histograms" / str(rec.get("scenario")) / f"{rec.get('step_id')}.json"
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        h = doc.get("histograms") if isinstance(doc, dict) else None
+        return h if isinstance(h, dict) else {}
+
+    for rule in RULES:
+        rule(rec, hists)
+    return rec
