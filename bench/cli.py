@@ -562,9 +562,10 @@ def k8s_render(
 def _add_commands() -> None:
     """Commands that live beside the code they drive."""
     from bench.report.commands import compare_cmd, nightly_cmd, report_cmd
+    from bench.results.check import check_cmd
     from bench.runner.calibrate import calibrate_cmd
 
-    for command in (report_cmd, compare_cmd, nightly_cmd, calibrate_cmd):
+    for command in (report_cmd, compare_cmd, nightly_cmd, calibrate_cmd, check_cmd):
         cli.add_command(command)
 
 

@@ -61,18 +61,40 @@ class UncleanRun(BenchError):
     "matching STEP_GLOB, e.g. '*restart=supervised*', if given), e.g. steps a later run "
     "repeats after a fix. Repeatable; the report's warnings list what was left out.",
 )
+@click.option(
+    "--json",
+    "json_out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the recommendation and every headline figure as JSON to this file "
+    "('-' for standard output).",
+)
 def report_cmd(
-    run_dirs: tuple[Path, ...], out: Path, weights: Path | None, excludes: tuple[str, ...]
+    run_dirs: tuple[Path, ...],
+    out: Path,
+    weights: Path | None,
+    excludes: tuple[str, ...],
+    json_out: Path | None,
 ) -> None:
     """Render one self-contained HTML report from stored RUN_DIRS (repetitions pooled)."""
     from bench.report.html import render_report
     from bench.report.recommend import load_settings
 
     started = time.perf_counter()
+    to_stdout = json_out is not None and str(json_out) == "-"
+    tmp = out.with_name(out.name + ".json.tmp") if to_stdout else json_out
     path = render_report(
-        run_dirs, out, load_settings(weights), exclude=[_parse_exclude(e) for e in excludes]
+        run_dirs,
+        out,
+        load_settings(weights),
+        exclude=[_parse_exclude(e) for e in excludes],
+        json_out=tmp,
     )
-    click.echo(f"wrote {path} from {len(run_dirs)} run(s) in {time.perf_counter() - started:.1f} s")
+    if to_stdout and tmp is not None:
+        click.echo(tmp.read_text(), nl=False)
+        tmp.unlink()
+    msg = f"wrote {path} from {len(run_dirs)} run(s) in {time.perf_counter() - started:.1f} s"
+    click.echo(msg, err=to_stdout)
 
 
 def _parse_exclude(text: str) -> tuple[str, str, str | None, str | None]:

@@ -13,6 +13,7 @@ recommendation and the warnings use. Curves show the mean over repetitions.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import time
@@ -37,6 +38,7 @@ from bench.report.recommend import (
     title,
 )
 from bench.results import clean, frames
+from bench.results.check import check_run
 from bench.results.schema import HEADLINE_METRICS, ResultsError
 from bench.results.store import Run, load_run, without_steps
 
@@ -737,6 +739,20 @@ def _warnings(runs: Sequence[Run], steps: pd.DataFrame, s: Settings) -> list[Rep
                 ReportWarning("error", f"No {title(broker)} steps: nothing to compare with.")
             )
     out.extend(ReportWarning("warn", w) for w in unstable_figures(steps, s.max_cv_pct))
+    # What bench check found (bench.results.check), one warning per invariant.
+    broken: dict[str, list[str]] = {}
+    for run in runs:
+        for p in check_run(run):
+            broken.setdefault(p.invariant, []).append(p.line())
+    for invariant, lines in sorted(broken.items()):
+        out.append(
+            ReportWarning(
+                "warn",
+                f"bench check: {len(lines)} step(s) break the {invariant} invariant (the report "
+                "reads them by the rules in bench.results.migrate).",
+                lines,
+            )
+        )
     return out
 
 
@@ -938,12 +954,66 @@ def render_html(context: Mapping[str, Any], template: str = "report.html.j2") ->
     return environment().get_template(template).render(**context)
 
 
+def report_json(context: Mapping[str, Any]) -> dict[str, Any]:
+    """The recommendation and every headline figure of a report's context, machine-readable
+    (``bench report --json``): per dimension its verdict and every sub-verdict with both
+    brokers' values, bounds, criterion and reason; the warnings by cause."""
+    rec: Recommendation = context["recommendation"]
+
+    def figure(v: Any) -> dict[str, Any]:
+        return {
+            b: {
+                "values": f.values,
+                "mean": f.mean if f.values else None,
+                "bound": f.bound or None,
+                "shown": v.shown(b),
+                "detail": f.detail,
+                "left_out": f.left_out,
+                "problems": f.problems,
+            }
+            for b, f in v.figures.items()
+        }
+
+    return {
+        "recommendation": {"winner": rec.winner, "text": rec.text, "scores": rec.scores},
+        "dimensions": [
+            {
+                "dimension": d.dimension,
+                "outcome": d.outcome,
+                "winner": d.winner,
+                "provisional": d.provisional,
+                "text": d.text,
+                "deciding": d.deciding.criterion if d.deciding else None,
+                "verdicts": [
+                    {
+                        "criterion": v.criterion,
+                        "direction": v.direction,
+                        "unit": v.unit,
+                        "outcome": v.outcome,
+                        "winner": v.winner,
+                        "reason": v.reason,
+                        "caveat": v.caveat,
+                        "figures": figure(v),
+                    }
+                    for v in d.verdicts
+                ],
+            }
+            for d in rec.dimensions
+        ],
+        "warnings": [
+            {"level": w.level, "text": w.text, "steps": w.steps} for w in context["warnings"]
+        ],
+        "runs": [r.run_id for r in context["runs"]],
+    }
+
+
 def render_report(
     run_dirs: Sequence[str | Path],
     out: str | Path,
     settings: Settings | None = None,
     regressions: Iterable[Any] = (),
     exclude: Iterable[tuple[str, str, str | None, str | None]] = (),
+    json_out: str | Path | None = None,
 ) -> Path:
     """Read ``run_dirs``, render the report and write it to ``out`` (parents created).
 
@@ -959,8 +1029,11 @@ def render_report(
         runs = [
             without_steps(r, broker, scenario, step_glob) if r.run_id == run_id else r for r in runs
         ]
-    html = render_html(build_context(runs, settings, regressions))
+    context = build_context(runs, settings, regressions)
+    html = render_html(context)
     path = Path(out)
+    if json_out is not None:
+        Path(json_out).write_text(json.dumps(report_json(context), indent=2) + "\n")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(html, encoding="utf-8")

@@ -122,12 +122,15 @@ def clean_mask(steps: pd.DataFrame, *, publish_side: bool = False) -> pd.Series:
 
 def run_summary(run: Any) -> tuple[list[str], int]:
     """For ``bench run``'s summary (a :class:`bench.results.store.Run`): one line per step that
-    is not clean, and how many
+    is not clean, then one per broken invariant (:mod:`bench.results.check`), and how many
     steps are not clean (the exit status is 1 when any is)."""
+    from bench.results.check import check_run
 
     lines: list[str] = []
     steps = run.steps
     for r, why in zip(steps.to_dict("records"), unclean(steps), strict=True):
         if why:
             lines.append(f"{r['status']:<7} {r['scenario']} {r['step_id']}: {why}")
-    return lines, len(lines)
+    unclean_count = len(lines)
+    lines += [f"check: {p.line()}" for p in check_run(run)]
+    return lines, unclean_count

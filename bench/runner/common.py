@@ -141,7 +141,9 @@ def broker_process_names(ctx: StepContext) -> list[str]:
 
 
 def gc_logs(ctx: StepContext) -> list[Path]:
-    return sorted((ctx.infra.root / "logs").glob("*-gc-*.log"))
+    # Each broker's JVMs log to <infra root>/<broker>/logs/<name>-gc-<pid>.log.
+    root = ctx.infra.root
+    return sorted([*(root / "logs").glob("*-gc-*.log"), *root.glob("*/logs/*-gc-*.log")])
 
 
 def start_meter(ctx: StepContext, warmup_s: float) -> StepMeter:

@@ -209,7 +209,9 @@ class StepMeter:
         broker_cpu = mean(list(cpu_by_ts.values()))
         client_cpu = mean(list(client_by_ts.values()))
         host_cpu = mean([r["cpu_percent"] for r in host if r.get("cpu_percent") is not None])
-        gc_end = sum(gc_pause_ms(p) for p in self.gc_logs if p.is_file())
+        logs = [p for p in self.gc_logs if p.is_file()]
+        # No GC log read: the pause time is not known (None), never 0.
+        gc_end = sum(gc_pause_ms(p) for p in logs) if logs else None
         return {
             "broker_cpu_pct": broker_cpu,
             "client_cpu_pct": client_cpu,
@@ -220,5 +222,5 @@ class StepMeter:
             "broker_open_files": max((r["open_files"] for r in procs), default=None),
             "host_net_bytes_per_s": mean([r["net_bytes_per_s"] for r in host]),
             "host_disk_write_bytes_per_s": mean([r["disk_write_bytes_per_s"] for r in host]),
-            "gc_pause_ms": max(0.0, gc_end - self._gc_start_ms),
+            "gc_pause_ms": None if gc_end is None else max(0.0, gc_end - self._gc_start_ms),
         }

@@ -1,0 +1,134 @@
+"""``bench check``: the invariants a stored run must hold, one line per break.
+
+Checked on the records as written (``Run.raw_step_records``) and the run's per-second series:
+
+- **counters**: the client's sends over the whole step (every series phase) against the
+  broker's own count of what it stored (``broker_messages_in``, same span), within
+  :data:`~bench.results.migrate.COUNTER_TOLERANCE`; and a rate figure the broker's count
+  contradicts (ONEWAY ``publish_tps``);
+- **series**: the measured phases' per-second ``sent``/``acked``/``received`` sum to the step's
+  totals (within the same tolerance);
+- **restart**: no sooner after the kill than a JVM can start
+  (:data:`~bench.results.migrate.JVM_MIN_START_S`);
+- **outage**: no longer than the load ran after the kill (else it is only a lower bound);
+- **zeros**: no 0 where a value cannot be 0 (a JVM's GC pauses over a window of 5 s or more);
+- **bounds**: no bound stored as a value (a loss from an unfinished drain that does not say so).
+
+:func:`check_run` returns the problems; the report lists them and ``bench run`` prints them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+from bench.results.migrate import COUNTER_TOLERANCE, JVM_MIN_START_S, read_step
+
+PHASES_OF_KIND = {"kill-9-recovery": ("measure", "fault")}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One broken invariant of one step."""
+
+    run_id: str
+    scenario: str
+    step_id: str
+    invariant: str
+    text: str
+
+    def line(self) -> str:
+        """The problem as one line."""
+        return f"{self.run_id} {self.scenario}/{self.step_id}: {self.invariant}: {self.text}"
+
+
+def _num(v: Any) -> float | None:
+    return None if isinstance(v, bool) or not isinstance(v, int | float) else float(v)
+
+
+def _off(a: float, b: float) -> bool:
+    return abs(a - b) > COUNTER_TOLERANCE * max(abs(a), abs(b), 1.0)
+
+
+def check_run(run: Any) -> list[Problem]:
+    """Every broken invariant of ``run`` (a :class:`bench.results.store.Run`)."""
+    out: list[Problem] = []
+    series = run.series
+    for rec in run.raw_step_records or run.step_records:
+        if rec.get("status") == "skipped":
+            continue
+        m, sid, sc = rec.get("metrics") or {}, str(rec.get("step_id")), str(rec.get("scenario"))
+
+        def add(invariant: str, text: str, sc: str = sc, sid: str = sid) -> None:
+            out.append(Problem(run.run_id, sc, sid, invariant, text))
+
+        rows = (
+            series[(series["scenario"] == sc) & (series["step_id"] == sid)]
+            if len(series)
+            else series
+        )
+        stored = _num(m.get("broker_messages_in"))
+        if stored is not None and len(rows):
+            sent = float(rows["sent"].sum())
+            if _off(sent, stored):
+                add("counters", f"client sent {sent:,.0f}, broker stored {stored:,.0f}")
+        for note in read_step(rec, Path(run.run_dir)).get("notes", []):
+            if "publish_tps" in note:
+                add("counters", note)
+        phases = PHASES_OF_KIND.get(str(rec.get("kind")), ("measure",))
+        inside = rows[rows["phase"].isin(phases)] if len(rows) else rows
+        if len(inside):
+            for key in ("sent", "acked", "received"):
+                total = _num(m.get(key))
+                got = float(inside[key].sum())
+                if total is not None and _off(got, total):
+                    add(
+                        "series",
+                        f"{key}: per-second rows sum to {got:,.0f}, the step says {total:,.0f}",
+                    )
+        killed, restarted = _num(m.get("killed_at")), _num(m.get("restarted_at"))
+        if killed is not None and restarted is not None and restarted - killed < JVM_MIN_START_S:
+            add("restart", f"{restarted - killed:.2f} s after the kill, sooner than a JVM starts")
+        outage, end = _num(m.get("unavailability_s")), _num((rec.get("window") or {}).get("end"))
+        if killed is not None and outage is not None and end is not None and outage > end - killed:
+            add(
+                "outage",
+                f"{outage:.1f} s, but the load ran {end - killed:.1f} s after the kill: a lower "
+                "bound, not a value",
+            )
+        w = rec.get("window") or {}
+        span = (_num(w.get("end")) or 0.0) - (_num(w.get("start")) or 0.0)
+        if m.get("gc_pause_ms") == 0 and span >= 5:
+            add("zeros", f"gc_pause_ms 0 over {span:.0f} s: the GC log was not read")
+        loss = rec.get("loss") or {}
+        unmarked = "upper bound" not in str(rec.get("error") or "")
+        if loss.get("lost") and m.get("drain_complete") is False and unmarked:
+            add("bounds", f"lost {loss['lost']:,} from an unfinished drain, not marked a bound")
+    return out
+
+
+@click.command("check")
+@click.argument(
+    "run_dirs",
+    nargs=-1,
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+)
+def check_cmd(run_dirs: tuple[Path, ...]) -> None:
+    """Check RUN_DIRS against the invariants a run must hold; one line per break.
+
+    Exit status 0 when every run holds them, 1 otherwise."""
+    from bench.results.store import load_run
+
+    found = 0
+    for d in run_dirs:
+        problems = check_run(load_run(d))
+        found += len(problems)
+        for p in problems:
+            click.echo(p.line())
+    click.echo(f"{len(run_dirs)} run(s) checked: {found} broken invariant(s)")
+    if found:
+        raise SystemExit(1)

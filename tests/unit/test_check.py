@@ -1,0 +1,101 @@
+"""bench check: each invariant broken once, one line each; a run that holds them prints none."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from bench.results.check import check_cmd, check_run
+from bench.results.store import RunWriter, load_run
+from tests.unit.test_report_findings import T0, _kill, step
+
+
+def _series(sid: str, sent: int, phase: str = "measure") -> dict[str, object]:
+    return {
+        "scenario": "send-frequency",
+        "step_id": sid,
+        "broker": "rocketmq",
+        "t": T0 + 3,
+        "elapsed_s": 1.0,
+        "sent": sent,
+        "acked": sent,
+        "send_errors": 0,
+        "received": sent,
+        "publish_p50_us": None,
+        "publish_p99_us": None,
+        "e2e_p99_us": None,
+        "phase": phase,
+    }
+
+
+def test_each_broken_invariant_is_one_line(tmp_path: Path) -> None:
+    w = RunWriter.create(tmp_path, {"synthetic": "test"})
+    ok = step(
+        "send-frequency",
+        "rocketmq",
+        "rate=1000",
+        sent=1000,
+        acked=1000,
+        received=1000,
+        broker_messages_in=1000,
+        publish_tps=100.0,
+        gc_pause_ms=12.0,
+    )
+    bad = step(
+        "send-frequency",
+        "rocketmq",
+        "rate=2000",
+        sent=900,
+        acked=900,
+        received=900,
+        broker_messages_in=2000,
+        gc_pause_ms=0.0,
+    )
+    kill = _kill(
+        "rocketmq",
+        1,
+        "cluster",
+        killed_at=T0 + 5,
+        restarted_at=T0 + 5.1,
+        unavailability_s=60.0,
+        clients_recovered=True,
+    )
+    for r in (ok, bad, kill):
+        w.write_step(r)
+    w.write_series([_series(ok["step_id"], 1000), _series(bad["step_id"], 950)])
+    w.finish()
+    lines = [p.line() for p in check_run(load_run(w.run_dir))]
+    assert not any("rate=1000" in x for x in lines)
+    wanted = [
+        "counters: client sent 950, broker stored 2,000",
+        "series: sent: per-second rows",
+        "restart: 0.10 s after the kill",
+        "outage: 60.0 s, but the load ran 7.0 s",
+        "zeros: gc_pause_ms 0",
+    ]
+    for text in wanted:
+        assert sum(text in x for x in lines) == 1, (text, lines)
+    res = CliRunner().invoke(check_cmd, [str(w.run_dir)])
+    assert res.exit_code == 1 and "broken invariant(s)" in res.output
+
+
+def test_report_json_lists_every_dimension(tmp_path: Path) -> None:
+    from bench.report.commands import report_cmd
+    from tests.unit.synthetic_runs import Spec, make_run
+
+    run = make_run(tmp_path, Spec(series_s=5, kill_reps=2))
+    res = CliRunner().invoke(
+        report_cmd, [str(run), "-o", str(tmp_path / "r.html"), "--json", str(tmp_path / "r.json")]
+    )
+    assert res.exit_code == 0, res.output
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert [d["dimension"] for d in doc["dimensions"]] == [
+        "topic_growth",
+        "send_frequency",
+        "subscribe_frequency",
+        "recovery",
+    ]
+    assert all(d["verdicts"] for d in doc["dimensions"])
+    assert all("figures" in v for d in doc["dimensions"] for v in d["verdicts"])
