@@ -216,6 +216,8 @@ final class RocketMqRemotingEngine implements Engine {
         o.put("namesrv", namesrv);
         o.put("client_version", MQVersion.getVersionDesc(MQVersion.CURRENT_VERSION));
         o.put("oneway", "remoting, straight to the broker");
+        o.put("header_encoding", System.getProperty("rocketmq.serialize.type", "JSON"));
+        o.put("consumer", "DefaultMQPushConsumer, every queue of the worker's topics");
         return o;
     }
 
