@@ -365,7 +365,7 @@ def new_cmd(kind: str) -> None:
     type=click.Choice(["python", "jvm"]),
     default=None,
     help="The load engine: python (the Python clients) or jvm (the brokers' official Java "
-    "clients) [default: a profile's `engine`, else python].",
+    "clients) [default: a profile's `engine`, else jvm].",
 )
 @click.option(
     "--only",

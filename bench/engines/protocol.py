@@ -22,8 +22,10 @@ MAX_LINE_BYTES: Final = 256 * 1024 * 1024
 
 Engine = Literal["python", "jvm"]
 ENGINES: Final[tuple[Engine, ...]] = ("python", "jvm")
-DEFAULT_ENGINE: Final[Engine] = "python"
-"""The engine of a run that names none (README says which, and why)."""
+DEFAULT_ENGINE: Final[Engine] = "jvm"
+"""The engine of a run that names none. The JVM worker, on the brokers' official clients,
+keeps the brokers the limit on a 2-core machine where the Python clients do not (measured:
+docs/results.md, "Load engines")."""
 
 
 class ProtocolError(BenchError):
