@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -343,6 +344,19 @@ def endpoints_from_json(data: Mapping[str, Any]) -> Endpoints:
         return Endpoints(**raw)
     except TypeError as exc:
         raise ConfigError(f"endpoints do not match this bench's schema: {exc}") from exc
+
+
+def secret_from_env(name: str, label: str) -> str:
+    """The secret held by environment variable ``name``; :class:`ConfigError` naming ``label``
+    (the target) and the variable, never a value, when it is unset or empty.
+
+    Secrets reach a client only this way: files, specs and logs carry the variable's name."""
+    value = os.environ.get(name, "")
+    if not value:
+        raise ConfigError(
+            f"{label}: environment variable {name} is not set (it holds the credentials)"
+        )
+    return value
 
 
 def require(settings: Mapping[str, Any], known: Mapping[str, Any], driver: str) -> dict[str, Any]:

@@ -27,6 +27,7 @@ import json
 import logging
 import math
 import os
+import ssl
 import threading
 import time
 import urllib.parse
@@ -53,6 +54,7 @@ from bench.drivers.base import (
     Unsupported,
     guarded,
     require,
+    secret_from_env,
 )
 from bench.errors import BrokerUnavailable, ConfigError, DriverError
 from bench.infra.topology import Endpoints
@@ -126,14 +128,26 @@ class _Http:
     have ended (a thread pool's) instead of leaving them to the garbage collector.
     """
 
-    def __init__(self, base_url: str, timeout_s: float) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        timeout_s: float,
+        headers: Mapping[str, str] | None = None,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         parsed = urllib.parse.urlsplit(base_url)
-        if parsed.scheme != "http" or not parsed.hostname:
-            raise ConfigError(f"Pulsar admin URL {base_url!r} is not http://host:port")
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ConfigError(f"Pulsar admin URL {base_url!r} is not http(s)://host:port")
         self.base = base_url.rstrip("/")
         self.host = parsed.hostname
-        self.port = parsed.port or 80
+        self.https = parsed.scheme == "https"
+        self.port = parsed.port or (443 if self.https else 80)
         self.timeout_s = timeout_s
+        # The Authorization header holds the token: it is sent, never logged or put in errors.
+        self._headers = dict(headers or {})
+        if tls is None and self.https:
+            tls = ssl.create_default_context()
+        self._tls = tls
         self._local = threading.local()
         self._all: list[http.client.HTTPConnection] = []
         self._all_lock = threading.Lock()
@@ -141,7 +155,7 @@ class _Http:
     def _conn(self, timeout_s: float) -> http.client.HTTPConnection:
         conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout_s)
+            conn = self._connect(self.host, self.port, self.https, timeout_s)
             self._local.conn = conn
             with self._all_lock:
                 self._all.append(conn)
@@ -150,6 +164,13 @@ class _Http:
             conn.sock.settimeout(timeout_s)
         return conn
 
+    def _connect(
+        self, host: str, port: int, https: bool, timeout_s: float
+    ) -> http.client.HTTPConnection:
+        if https:
+            return http.client.HTTPSConnection(host, port, timeout=timeout_s, context=self._tls)
+        return http.client.HTTPConnection(host, port, timeout=timeout_s)
+
     def request(
         self, method: str, path: str, body: Any = None, timeout_s: float | None = None
     ) -> tuple[int, bytes]:
@@ -157,7 +178,9 @@ class _Http:
         BrokerUnavailable on transport failures (after one reconnect attempt)."""
         t = self.timeout_s if timeout_s is None else timeout_s
         data = None if body is None else json.dumps(body).encode()
-        headers = {"Content-Type": "application/json"} if data is not None else {}
+        headers = {**self._headers}
+        if data is not None:
+            headers["Content-Type"] = "application/json"
         for attempt in (1, 2):
             conn = self._conn(t)
             try:
@@ -187,10 +210,11 @@ class _Http:
         """Re-send a redirected request to ``location`` (at most three hops)."""
         for _ in range(3):
             target = urllib.parse.urlsplit(location)
-            if target.scheme != "http" or not target.hostname:
+            if target.scheme not in ("http", "https") or not target.hostname:
                 raise BrokerUnavailable(f"{method} redirected to an unusable URL {location!r}")
             path = target.path + (f"?{target.query}" if target.query else "")
-            conn = http.client.HTTPConnection(target.hostname, target.port or 80, timeout=t)
+            https = target.scheme == "https"
+            conn = self._connect(target.hostname, target.port or (443 if https else 80), https, t)
             try:
                 conn.request(method, path, body=data, headers=headers)
                 resp = conn.getresponse()
@@ -222,10 +246,54 @@ class _Http:
             conn.close()
 
 
+def _token(endpoints: Endpoints) -> str | None:
+    if not endpoints.auth_token_env:
+        return None
+    return secret_from_env(endpoints.auth_token_env, endpoints.label)
+
+
+def client_security(endpoints: Endpoints) -> dict[str, Any]:
+    """``pulsar.Client`` keyword arguments for ``endpoints``' token and TLS settings: the token
+    is read from the environment variable the endpoints name, here, in this process."""
+    kwargs: dict[str, Any] = {}
+    token = _token(endpoints)
+    if token is not None:
+        kwargs["authentication"] = pulsar.AuthenticationToken(token)
+    if endpoints.tls_ca_file:
+        kwargs["tls_trust_certs_file_path"] = endpoints.tls_ca_file
+    if endpoints.service_url.startswith("pulsar+ssl://"):
+        kwargs["tls_validate_hostname"] = not endpoints.tls_skip_hostname_check
+    return kwargs
+
+
+def admin_headers(endpoints: Endpoints) -> dict[str, str]:
+    """The admin API's headers: ``Authorization: Bearer <token>`` under token authentication."""
+    token = _token(endpoints)
+    if token is None:
+        return {}
+    # Naming the method makes a broker refuse a wrong token (HTTP 401) instead of falling back
+    # to its anonymous role, when it has one.
+    return {"Authorization": f"Bearer {token}", "X-Pulsar-Auth-Method-Name": "token"}
+
+
+def admin_tls(endpoints: Endpoints) -> ssl.SSLContext | None:
+    """The TLS context for https:// admin URLs (the target's CA bundle, if it names one)."""
+    if not any(u.startswith("https://") for u in endpoints.admin_urls):
+        return None
+    ctx = ssl.create_default_context(cafile=endpoints.tls_ca_file or None)
+    ctx.check_hostname = not endpoints.tls_skip_hostname_check
+    return ctx
+
+
 class PulsarClient(DriverClient):
     """One ``pulsar.Client`` (one TCP connection per broker)."""
 
-    def __init__(self, service_url: str, settings: Mapping[str, Any]) -> None:
+    def __init__(
+        self,
+        service_url: str,
+        settings: Mapping[str, Any],
+        security: Mapping[str, Any] | None = None,
+    ) -> None:
         self.service_url = service_url
         self.client = pulsar.Client(
             service_url,
@@ -233,6 +301,7 @@ class PulsarClient(DriverClient):
             io_threads=int(settings["io_threads"]),
             message_listener_threads=int(settings["listener_threads"]),
             logger=client_logger(),
+            **(security or {}),
         )
 
     def close(self) -> None:
@@ -342,6 +411,7 @@ class PulsarDriver(Driver):
                 "path 'proxy' needs the Pulsar proxy: bring the infra up with --proxy"
             )
         self.service_url = endpoints.proxy_url if path == "proxy" else endpoints.service_url
+        self.security = client_security(endpoints)
         self.tenant = "public"
         self.namespace = "public/default"
         self._http = self._new_http()
@@ -396,7 +466,26 @@ class PulsarDriver(Driver):
             http_.close()
 
     def _new_http(self) -> _Http:
-        return _Http(self.endpoints.admin_urls[0], float(self.settings["http_timeout_s"]))
+        return _Http(
+            self.endpoints.admin_urls[0],
+            float(self.settings["http_timeout_s"]),
+            admin_headers(self.endpoints),
+            admin_tls(self.endpoints),
+        )
+
+    def admin_request(self, base_url: str, method: str, path: str) -> tuple[int, bytes]:
+        """One admin API call to ``base_url`` (any broker's web URL) with the endpoints' token
+        and TLS; (status, body)."""
+        http_ = _Http(
+            base_url,
+            float(self.settings["http_timeout_s"]),
+            admin_headers(self.endpoints),
+            admin_tls(self.endpoints),
+        )
+        try:
+            return http_.request(method, path)
+        finally:
+            http_.close()
 
     def _lookup_client(self, timeout_s: float) -> pulsar.Client:
         secs = max(1, math.ceil(timeout_s))
@@ -407,6 +496,7 @@ class PulsarDriver(Driver):
                     self.service_url,
                     operation_timeout_seconds=secs,
                     logger=client_logger(),
+                    **self.security,
                 )
                 self._lookup_clients[secs] = client
             return client
@@ -497,7 +587,7 @@ class PulsarDriver(Driver):
 
     # -- clients, producers, consumers -------------------------------------------------------
     def new_client(self) -> PulsarClient:
-        return PulsarClient(self.service_url, self.settings)
+        return PulsarClient(self.service_url, self.settings, self.security)
 
     def producer(self, topic: str, send_mode: str, client: DriverClient) -> PulsarProducer:
         self.check_send_mode(send_mode)

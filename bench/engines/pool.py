@@ -11,6 +11,7 @@ kill -9) makes it exit, so no worker outlives its runner.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import json
 import logging
 import os
@@ -19,13 +20,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from bench.drivers.base import CLIENT_LOG_ENV, registrations
 from bench.engines import protocol as p
+from bench.engines.remote import Clock, RemoteProcess, RemoteWorkerError, worker_token
 from bench.engines.spec import LoadSpec
 from bench.errors import BenchError, ConfigError
 from bench.metrics.intervals import IntervalStats
@@ -36,6 +38,24 @@ log = logging.getLogger(__name__)
 
 class WorkerFailed(BenchError):
     """A worker process failed to start or died."""
+
+
+REMOTE_WORKERS: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar(
+    "bench_remote_workers", default=()
+)
+"""``bench worker`` addresses (HOST:PORT) a run's pools use instead of local processes; the
+runner sets it for the run (``bench run --workers``), so every step's pool goes remote without
+each executor passing it down."""
+
+
+@contextlib.contextmanager
+def remote_workers(addrs: Sequence[str]) -> Iterator[None]:
+    """Within the block, :class:`WorkerPool` places its workers on ``addrs``."""
+    reset = REMOTE_WORKERS.set(tuple(addrs))
+    try:
+        yield
+    finally:
+        REMOTE_WORKERS.reset(reset)
 
 
 def worker_command(engine: p.Engine) -> tuple[list[str], dict[str, str]]:
@@ -59,7 +79,7 @@ def worker_command(engine: p.Engine) -> tuple[list[str], dict[str, str]]:
 @dataclass
 class _Handle:
     spec: LoadSpec
-    process: subprocess.Popen[bytes]
+    process: subprocess.Popen[bytes] | RemoteProcess
     ready: p.Ready | None = None
     failed: str | None = None
     exited: int | None = None
@@ -78,12 +98,20 @@ class _Handle:
             stdin.flush()
 
 
-def _read_events(wid: str, stream: IO[bytes], into: queue.Queue[tuple[str, Any]]) -> None:
-    for line in stream:
-        try:
-            into.put((wid, p.decode_event(line)))
-        except p.ProtocolError as exc:
-            into.put((wid, p.Failed(f"protocol: {exc}")))
+def _read_events(
+    wid: str,
+    stream: IO[bytes],
+    into: queue.Queue[tuple[str, Any]],
+    on_end: Any = None,
+) -> None:
+    with contextlib.suppress(OSError, ValueError):  # a remote connection may reset
+        for line in stream:
+            try:
+                into.put((wid, p.decode_event(line)))
+            except p.ProtocolError as exc:
+                into.put((wid, p.Failed(f"protocol: {exc}")))
+    if on_end is not None:
+        on_end()
     into.put((wid, None))  # the worker closed its stdout
 
 
@@ -94,9 +122,21 @@ class WorkerPool:
     worker, killing any that does not exit in time.
     """
 
-    def __init__(self, engine: p.Engine = "python", log_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        engine: p.Engine = "python",
+        log_path: Path | None = None,
+        remote: Sequence[str] | None = None,
+    ) -> None:
         self.engine = engine
         self.log_path = log_path
+        self.remote: tuple[str, ...] = tuple(remote if remote is not None else REMOTE_WORKERS.get())
+        """``bench worker`` addresses: spec ``i`` runs on ``remote[i % len(remote)]``; empty:
+        local processes."""
+        self.clocks: dict[str, Clock] = {}
+        """Each remote worker's clock against this process's (by worker id)."""
+        self._lost: list[str] = []
+        self._stopping = False
         self._events: queue.Queue[tuple[str, Any]] = queue.Queue()
         self._workers: dict[str, _Handle] = {}
         self._stats: list[IntervalStats] = []
@@ -118,6 +158,27 @@ class WorkerPool:
         ids = [s.worker_id for s in specs]
         if len(set(ids)) != len(ids):
             raise ConfigError(f"worker ids must be unique: {ids}")
+        if self.remote:
+            self._start_remote(specs)
+        else:
+            self._start_local(specs)
+        wait = timeout_s if timeout_s is not None else max(s.setup_timeout_s for s in specs) + 30
+        deadline = time.monotonic() + wait
+        try:
+            while any(h.ready is None for h in self._workers.values()):
+                failed = [f"{w}: {h.failed}" for w, h in self._workers.items() if h.failed]
+                if failed:
+                    raise WorkerFailed("worker setup failed: " + "; ".join(failed))
+                if time.monotonic() >= deadline:
+                    late = [w for w, h in self._workers.items() if h.ready is None]
+                    raise WorkerFailed(f"workers not ready within {wait:.0f} s: {late}")
+                self._pump(0.2)
+        except BaseException:
+            self.stop(10.0)
+            raise
+        self._broadcast(p.Go())
+
+    def _start_local(self, specs: Sequence[LoadSpec]) -> None:
         argv, extra_env = worker_command(self.engine)
         env = {**os.environ, **extra_env}
         # A worker's console is its log file; several processes must not share one client log.
@@ -147,21 +208,26 @@ class WorkerPool:
         except OSError as exc:
             self.stop(5.0)
             raise WorkerFailed(f"cannot start a {self.engine} worker ({argv[0]}): {exc}") from exc
-        wait = timeout_s if timeout_s is not None else max(s.setup_timeout_s for s in specs) + 30
-        deadline = time.monotonic() + wait
+
+    def _start_remote(self, specs: Sequence[LoadSpec]) -> None:
+        """One connection (one remote worker process) per spec, dealt over the addresses."""
+        token = worker_token()
         try:
-            while any(h.ready is None for h in self._workers.values()):
-                failed = [f"{w}: {h.failed}" for w, h in self._workers.items() if h.failed]
-                if failed:
-                    raise WorkerFailed("worker setup failed: " + "; ".join(failed))
-                if time.monotonic() >= deadline:
-                    late = [w for w, h in self._workers.items() if h.ready is None]
-                    raise WorkerFailed(f"workers not ready within {wait:.0f} s: {late}")
-                self._pump(0.2)
-        except BaseException:
-            self.stop(10.0)
-            raise
-        self._broadcast(p.Go())
+            for i, spec in enumerate(specs):
+                proc = RemoteProcess(self.remote[i % len(self.remote)], self.engine, token)
+                handle = _Handle(spec, proc)
+                self._workers[spec.worker_id] = handle
+                self.clocks[spec.worker_id] = proc.clock
+                threading.Thread(
+                    target=_read_events,
+                    args=(spec.worker_id, proc.stdout, self._events, proc.mark_done),
+                    name=f"events-{spec.worker_id}",
+                    daemon=True,
+                ).start()
+                handle.send(p.Setup(spec.to_protocol()))
+        except RemoteWorkerError as exc:
+            self.stop(5.0)
+            raise WorkerFailed(str(exc)) from exc
 
     def _broadcast(self, command: p.Command) -> None:
         for h in self._workers.values():
@@ -217,13 +283,26 @@ class WorkerPool:
             if code is None:
                 continue
             h.exited = code
-            if code != 0 and h.failed is None:
+            if isinstance(h.process, RemoteProcess) and h.failed is None:
+                # The connection ended before the worker said `exit`: it (or its host) is gone.
+                h.failed = (
+                    f"remote worker {wid} (bench worker at {h.process.addr}) disconnected "
+                    "before it finished"
+                )
+                self.events.append(("failed", wid, {"error": h.failed}))
+                if not self._stopping:
+                    self._lost.append(h.failed)
+            elif code != 0 and h.failed is None:
                 h.failed = f"{self.engine} worker process exited with code {code}"
                 self.events.append(("failed", wid, {"error": h.failed}))
 
     # -- stats -----------------------------------------------------------------------------
     def poll(self, timeout_s: float) -> list[IntervalStats]:
-        """Interval stats received since the last call, waiting up to ``timeout_s`` for one."""
+        """Interval stats received since the last call, waiting up to ``timeout_s`` for one.
+
+        Raises :class:`RemoteWorkerError` once a remote worker has disconnected mid-step: its
+        shard's figures and ledger are gone, so the step cannot be measured (local workers
+        that die are reported in :attr:`failures` instead)."""
         deadline = time.monotonic() + timeout_s
         while not self._stats:
             remaining = deadline - time.monotonic()
@@ -232,6 +311,8 @@ class WorkerPool:
             self._pump(min(remaining, 0.2))
         while self._pump(0):  # whatever else is already queued
             pass
+        if self._lost:
+            raise RemoteWorkerError(self._lost[0])
         out, self._stats = self._stats, []
         return out
 
@@ -331,6 +412,7 @@ class WorkerPool:
         not exit within ``timeout_s``."""
         if self._closed:
             return
+        self._stopping = True
         self._broadcast(p.Stop())
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and any(h.exited is None for h in self._workers.values()):
@@ -348,6 +430,9 @@ class WorkerPool:
             pass
         self._closed = True
         for h in self._workers.values():
+            if isinstance(h.process, RemoteProcess):
+                # Shut the connection first: its event reader returns, then its files close.
+                h.process.kill()
             for stream in (h.process.stdin, h.process.stdout):
                 if stream is not None:
                     with contextlib.suppress(OSError):
@@ -361,7 +446,7 @@ class WorkerPool:
         return {
             w: h.process.pid
             for w, h in self._workers.items()
-            if h.exited is None and h.process.poll() is None
+            if h.exited is None and h.process.poll() is None and h.process.pid
         }
 
     def __enter__(self) -> WorkerPool:

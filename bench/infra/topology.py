@@ -92,6 +92,11 @@ class InfraSettings:
     rocketmq_route_refresh_s: int = 20
     rocketmq_send_latency_enable: bool = False
     heap_mb: int = 768
+    pulsar_token_secret_env: str = ""
+    """Auth switch: when set, Pulsar requires token authentication; the HS256 secret key
+    (base64) is read from this environment variable when the configs are rendered. Clients
+    without any credentials keep an anonymous role (the suite's own health checks use none); a
+    client presenting a wrong token is refused."""
 
     def __post_init__(self) -> None:
         for b in self.brokers:
@@ -123,6 +128,19 @@ class Endpoints:
     grpc_endpoint: str = ""  # the gRPC proxy the 5.x client talks to
     broker_addrs: dict[str, str] = field(default_factory=dict)  # brokerName -> remoting addr
     cluster: str = ""
+    # Credentials travel as the NAMES of environment variables only; each process that opens
+    # a client reads the values from its own environment (never a file, a spec or a log).
+    target: str = ""  # the target's name, when the suite did not start this broker
+    auth_token_env: str = ""  # Pulsar token authentication
+    acl_access_key_env: str = ""  # RocketMQ ACL
+    acl_secret_key_env: str = ""
+    tls_ca_file: str = ""  # PEM trust bundle for pulsar+ssl:// and https:// endpoints
+    tls_skip_hostname_check: bool = False
+
+    @property
+    def label(self) -> str:
+        """How errors name this broker: the target's name, else the broker's."""
+        return f"target {self.target}" if self.target else self.broker
 
     def to_json(self) -> dict[str, object]:
         data = asdict(self)
@@ -181,7 +199,44 @@ def _jvm(java: str, name: str, root: Path, heap_mb: int, direct_mb: int | None =
     return argv
 
 
-def _pulsar_common(settings: InfraSettings, cluster: str, broker_port: int, web_port: int) -> str:
+def _pulsar_auth(settings: InfraSettings, conf: Path) -> str:
+    """The token-authentication block of the Pulsar configs (empty when it is off). The secret
+    key goes to a file of its own (mode 600) beside the configs, never into a config."""
+    if not settings.pulsar_token_secret_env:
+        return ""
+    import base64
+    import binascii
+    import os
+
+    raw = os.environ.get(settings.pulsar_token_secret_env, "")
+    try:
+        key = base64.b64decode(raw, validate=True)
+    except binascii.Error:
+        key = b""
+    if len(key) < 32:
+        raise ConfigError(
+            f"environment variable {settings.pulsar_token_secret_env} must hold a base64 "
+            "HS256 secret key of 32+ bytes (Pulsar token authentication)"
+        )
+    conf.mkdir(parents=True, exist_ok=True)
+    key_file = conf / "token-secret.key"
+    key_file.touch(mode=0o600)
+    key_file.write_bytes(key)
+    return "\n".join(
+        (
+            "authenticationEnabled=true",
+            "authenticationProviders="
+            "org.apache.pulsar.broker.authentication.AuthenticationProviderToken",
+            f"tokenSecretKey=file://{key_file}",
+            "anonymousUserRole=bench-anonymous",
+            "authorizationEnabled=false",
+        )
+    )
+
+
+def _pulsar_common(
+    settings: InfraSettings, cluster: str, broker_port: int, web_port: int, auth: str = ""
+) -> str:
     text = (project_infra_dir() / "conf" / "pulsar" / "common.conf").read_text()
     return string.Template(text).substitute(
         cluster=cluster,
@@ -189,6 +244,7 @@ def _pulsar_common(settings: InfraSettings, cluster: str, broker_port: int, web_
         web_port=web_port,
         bundles=settings.pulsar_bundles,
         session_timeout_ms=settings.pulsar_session_timeout_ms,
+        auth=auth,
     )
 
 
@@ -201,6 +257,7 @@ def pulsar_plan(settings: InfraSettings, root: Path, java: str, classpath: str) 
     specs: list[ProcessSpec] = []
     oneshot: dict[str, ProcessSpec] = {}
     b1, w1 = port(settings, "pulsar.broker"), port(settings, "pulsar.web")
+    auth = _pulsar_auth(settings, conf)
 
     if settings.topology == "standalone":
         cluster = "standalone"
@@ -208,7 +265,7 @@ def pulsar_plan(settings: InfraSettings, root: Path, java: str, classpath: str) 
         cfg = render(
             "pulsar/standalone.conf",
             conf / "standalone.conf",
-            common=_pulsar_common(settings, cluster, b1, w1),
+            common=_pulsar_common(settings, cluster, b1, w1, auth),
             journal_sync=journal_sync,
         )
         argv = [
@@ -317,7 +374,7 @@ def pulsar_plan(settings: InfraSettings, root: Path, java: str, classpath: str) 
             cfg = render(
                 "pulsar/broker.conf",
                 conf / f"broker-{i}.conf",
-                common=_pulsar_common(settings, cluster, bp, wp),
+                common=_pulsar_common(settings, cluster, bp, wp, auth),
                 zk_port=zk,
             )
             bdir = root / "data" / f"broker-{i}"

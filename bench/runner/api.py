@@ -15,7 +15,7 @@ import signal
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
@@ -36,6 +36,7 @@ from bench.runner.record import base_record
 from bench.runner.summary import step_line
 from bench.scenarios.loader import load_many, scenario_hash
 from bench.scenarios.model import Scenario, Step, check_only_keys, expand_steps, select_steps
+from bench.targets.session import TargetInfra, TargetSettings
 
 StepRecord = dict[str, Any]
 
@@ -48,8 +49,9 @@ class StepContext:
     run_id: str
     scenario: Scenario
     step: Step
-    infra: Infra
-    settings: InfraSettings
+    infra: Infra | TargetInfra
+    """The brokers: an infra the run started, or a target it did not (``--targets``)."""
+    settings: InfraSettings | TargetSettings
     progress: Progress
     message_size: int
     engine: Engine = DEFAULT_ENGINE
@@ -156,6 +158,22 @@ class BrokerSession:
         self.healthy = False
 
 
+class TargetSession:
+    """A target of ``--targets`` in place of :class:`BrokerSession`: nothing to bring up or
+    down; the step's settings record the target instead of an infra."""
+
+    def __init__(self, target: Any) -> None:
+        self.infra = TargetInfra(target)
+        self.settings = TargetSettings(target.name, target.broker, target.topology)
+        self.healthy = True
+
+    def ensure(self, settings: InfraSettings) -> None:
+        """Nothing to start: the target is up or the step fails on it."""
+
+    def down(self) -> None:
+        """Nothing to stop: the suite did not start the target."""
+
+
 @contextmanager
 def _client_log(path: Path) -> Iterator[None]:
     """Client libraries' log lines go to ``path`` for the run, not to the terminal."""
@@ -253,8 +271,15 @@ def run_scenarios(
     port_offset: int = 0,
     only: Mapping[str, Sequence[str]] | None = None,
     engine: Engine | None = None,
+    targets: str | Path | None = None,
+    workers: Sequence[str] | None = None,
 ) -> Path:
     """Run every step of ``paths`` on ``brokers``; return the run directory.
+
+    ``targets`` (a targets file) runs on brokers the suite did not start, instead of bringing
+    them up through :mod:`bench.infra`: each is checked (credentials, versions, what the steps
+    need) before the run starts, and its identity goes into run.json. ``workers`` (``bench
+    worker`` addresses) places the load workers on those servers instead of local processes.
 
     ``engine`` generates the load (a profile's ``engine`` key wins over the default, an
     explicit ``engine`` over both).
@@ -287,17 +312,49 @@ def run_scenarios(
             what += " matching " + " ".join(f"--only {k}={v}" for k, vs in only.items() for v in vs)
         raise ConfigError(f"nothing to run: no steps for {what}")
     progress.steps_total = total
+    if any(engine_for(sc, s, engine) == "jvm" for sc, _, steps in plan for s in steps):
+        # Built (or found built) before any broker starts, so no step's set-up waits on Maven.
+        from bench.engines.jvm import ensure_built
+
+        ensure_built(progress.message)
     root = Path(infra_root) if infra_root else default_infra_dir() / "run"
     table = executors()
+    metadata = run_metadata(pairs, profile, wanted, only, engine)
+    on_targets = None
+    if targets is not None:
+        from bench.targets.run import prepare_targets
+
+        on_targets = prepare_targets(targets, plan, engine, progress.message)
+        metadata["targets"] = on_targets.identities
+        metadata["broker_versions"] = on_targets.versions
+        metadata["durability"] = metadata["quorums"] = "as configured on the target"
+    placement: Any = nullcontext()
+    if workers:
+        from bench.engines.pool import remote_workers
+        from bench.engines.remote import probe_workers
+
+        metadata["workers"] = probe_workers(workers, progress.message)
+        placement = remote_workers(workers)
     # One run per infra directory, taken before the run directory: a refused run leaves none.
-    with InfraLock(root):
-        stop_orphans(root, progress.message)
-        run = RunWriter.create(out_dir, run_metadata(pairs, profile, wanted, only, engine))
+    # A run on targets starts no broker and holds no infra directory.
+    with InfraLock(root) if on_targets is None else nullcontext():
+        if on_targets is None:
+            stop_orphans(root, progress.message)
+        run = RunWriter.create(out_dir, metadata)
         progress.message(f"run {run.run_id}: {total} steps -> {run.run_dir}")
         try:
-            with run, _sigterm_as_interrupt(), _client_log(run.run_dir / "logs" / "clients.log"):
+            with (
+                run,
+                placement,
+                _sigterm_as_interrupt(),
+                _client_log(run.run_dir / "logs" / "clients.log"),
+            ):
                 for scenario, broker, steps in plan:
-                    session = BrokerSession(root / broker, run, progress)
+                    session: BrokerSession | TargetSession = (
+                        BrokerSession(root / broker, run, progress)
+                        if on_targets is None
+                        else TargetSession(on_targets.file.for_broker(broker))
+                    )
                     try:
                         for step in steps:
                             _run_one(
@@ -316,7 +373,7 @@ def run_scenarios(
 
 def _run_one(
     run: RunWriter,
-    session: BrokerSession,
+    session: BrokerSession | TargetSession,
     scenario: Scenario,
     step: Step,
     table: dict[str, Executor],
@@ -335,7 +392,7 @@ def _run_one(
             scenario,
             step,
             session.infra,
-            settings,
+            session.settings if isinstance(session, TargetSession) else settings,
             progress,
             scenario.profile(step.profile).message_size,
             engine_for(scenario, step, engine),

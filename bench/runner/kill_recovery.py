@@ -20,18 +20,18 @@ detected and stitched rather than read as a drop.
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 from bench.drivers.base import Driver
+from bench.drivers.rocketmq.acl import remoting_client
 from bench.engines.spec import CONSUMER_RESTARTS
 from bench.errors import DriverError
 from bench.infra.health import http_get_json
-from bench.infra.process import Supervisor
 from bench.metrics.counters import MonotonicCounter
-from bench.protocol.remoting import RemotingClient
 from bench.runner.common import (
     base_spec,
     create_topics,
@@ -47,7 +47,9 @@ from bench.runner.record import loss_totals
 from bench.scenarios.model import KillRecoveryProfile
 
 if TYPE_CHECKING:
+    from bench.infra.manager import Infra
     from bench.runner.api import StepContext
+    from bench.targets.session import TargetInfra
 
 PROBE_INTERVAL_S = 0.05
 RESTART_CAP_S = 300.0
@@ -132,8 +134,96 @@ class Probe:
         return self.stopped_at - t
 
 
+class _Faults:
+    """The kill, restart and supervision of a step's broker process: the suite's own infra
+    (by recorded PID) or a target's (its commands or the Kubernetes API)."""
+
+    def __init__(self, infra: Infra | TargetInfra) -> None:
+        from bench.targets.session import TargetInfra
+
+        self.infra = infra
+        self.target = infra.faults if isinstance(infra, TargetInfra) else None
+        self.watcher: Any = None
+        self.watched = ""
+
+    def serves(self, victims: list[str]) -> dict[str, str]:
+        """Each victim's ``:port`` suffix of its broker service URL (to find topic owners)."""
+        if self.target is not None:
+            return {v: f":{s.rsplit(':', 1)[1]}" for v in victims if (s := self.target.serves(v))}
+        specs = cast("Infra", self.infra).specs()
+        return {
+            v: f":{next(p for lb, p in specs[v].ports.items() if lb.startswith('pulsar broker'))}"
+            for v in victims
+        }
+
+    def kill(self, name: str) -> tuple[float, dict[str, Any]]:
+        """Kill ``name`` hard; (when, what the event records)."""
+        if self.target is not None:
+            at, took = self.target.kill9(name)
+            how = "kubernetes API" if self.target.faults.kill is None else "command"
+            return at, {"process": name, "signal": "SIGKILL", "via": how, "command_s": took}
+        return cast("Infra", self.infra).kill9(name), {"process": name, "signal": "SIGKILL"}
+
+    def restart(self, name: str) -> float:
+        """Restart ``name`` and wait until it serves; when it did."""
+        if self.target is not None:
+            return self.target.restart(name)
+        cast("Infra", self.infra).restart(name)
+        return time.time()
+
+    def supervise(self, name: str) -> None:
+        """Bring ``name`` back as soon as it dies: the suite's supervisor locally; on a target
+        the platform itself (watched through ``is_up``), or its restart command at once."""
+        self.watched = name
+        if self.target is None:
+            self.watcher = cast("Infra", self.infra).supervise(name, poll_s=0.1)
+        elif self.target.faults.restarts_by_itself:
+            self.watcher = self.target.watch(name)
+
+    def after_kill(self, name: str) -> None:
+        if self.target is not None and self.watcher is None and self.watched == name:
+            # A target that does not restart by itself: the restart command is the supervisor.
+            from bench.targets.faults import UpWatcher
+
+            target = self.target
+            self.watcher = UpWatcher(lambda: bool(target.restart(name)), poll_s=1.0).start(0.0)
+
+    def restarted(self) -> tuple[float, int | None] | None:
+        if self.watcher is None:
+            return None
+        done = [e for e in self.watcher.events if e.kind == "restarted"]
+        return (done[0].at, done[0].pid) if done else None
+
+    def stop(self) -> None:
+        if self.watcher is None:
+            return
+        self.watcher.stop()
+        if self.target is None:
+            cast("Infra", self.infra)._set_record(self.watcher.record, self.watched)
+
+
+def _admin_json(driver: Driver, base_url: str, path: str) -> Any:
+    """GET ``path`` of the Pulsar admin API at ``base_url`` (None on failure): through the
+    driver when its endpoints carry a token or TLS, plain HTTP otherwise."""
+    from bench.drivers.pulsar import PulsarDriver
+
+    if isinstance(driver, PulsarDriver) and (
+        driver.endpoints.auth_token_env or base_url.startswith("https://")
+    ):
+        with contextlib.suppress(DriverError, ValueError):
+            status, body = driver.admin_request(base_url, "GET", path)
+            if status == 200:
+                return json.loads(body)
+        return None
+    return http_get_json(f"{base_url}{path}", 30.0)
+
+
 def _probe_topic_on_victim(
-    ctx: StepContext, driver: Driver, victims: list[str], prefix: str
+    ctx: StepContext,
+    driver: Driver,
+    victims: list[str],
+    prefix: str,
+    faults: _Faults | None = None,
 ) -> tuple[str, str]:
     """A probe topic and the broker to kill: one that serves the probe topic, so the probe
     measures the outage of the topics the killed broker owns (in a cluster the others never
@@ -147,7 +237,7 @@ def _probe_topic_on_victim(
         # A topic that lives only on the victim: its queues have nowhere else to go.
         name = victims[0].split("/", 1)[1]
         addr = ep.broker_addrs.get(name) or next(iter(ep.broker_addrs.values()))
-        client = RemotingClient(ep.namesrv, timeout=10.0, admin_timeout=30.0)
+        client = remoting_client(ep, timeout=10.0, admin_timeout=30.0)
         try:
             client.create_topic(addr, candidates[0])
         finally:
@@ -158,21 +248,14 @@ def _probe_topic_on_victim(
         raise DriverError(f"could not create the probe topics: {create.first_error}")
     if len(ep.admin_urls) == 1:
         return candidates[0], victims[0]
-    ports = {
-        v: next(
-            p
-            for label, p in ctx.infra.specs()[v].ports.items()
-            if label.startswith("pulsar broker")
-        )
-        for v in victims
-    }
+    ports = (faults or _Faults(ctx.infra)).serves(victims)
     first_owned: tuple[str, str] | None = None
     for topic in candidates:
-        data = http_get_json(
-            f"{ep.admin_urls[0]}/lookup/v2/topic/persistent/public/default/{topic}", 30.0
+        data = _admin_json(
+            driver, ep.admin_urls[0], f"/lookup/v2/topic/persistent/public/default/{topic}"
         )
         url = str(data.get("brokerUrl", "")) if isinstance(data, dict) else ""
-        owner = next((v for v, port in ports.items() if url.endswith(f":{port}")), None)
+        owner = next((v for v, port in ports.items() if url.endswith(port)), None)
         if owner == victims[0]:
             return topic, owner
         if owner is not None and first_owned is None:
@@ -202,13 +285,15 @@ def run_step(ctx: StepContext) -> dict[str, Any]:
     topics = step_topic_names(ctx, "k9r", prof.topics)
     driver = open_step_driver(ctx, path)
     state: dict[str, Any] = {"killed_at": None, "restarted_at": None, "restart_error": None}
-    sup: Supervisor | None = None
+    faults = _Faults(ctx.infra)
     restarter: threading.Thread | None = None
     try:
         creation = create_topics(driver, topics, concurrency=8)
         if creation.errors:
             raise DriverError(f"could not create the topics: {creation.first_error}")
-        probe_topic, target = _probe_topic_on_victim(ctx, driver, victims, f"k9p{step.index}")
+        probe_topic, target = _probe_topic_on_victim(
+            ctx, driver, victims, f"k9p{step.index}", faults
+        )
         probe = Probe(driver, probe_topic, topics).start()
         meter = start_meter(ctx, prof.warmup_s)
         spec = base_spec(
@@ -223,19 +308,20 @@ def run_step(ctx: StepContext) -> dict[str, Any]:
 
         def restart() -> None:
             try:
-                ctx.infra.restart(target)
-                state["restarted_at"] = time.time()
+                state["restarted_at"] = faults.restart(target)
                 ctx.event("restart", detail={"process": target, "policy": "manual"})
             except Exception as exc:
                 state["restart_error"] = str(exc)
 
         def on_tick(elapsed: float, pool: Any) -> None:
-            nonlocal sup, restarter
+            nonlocal restarter
             if state["killed_at"] is None and elapsed >= prof.kill_after_s:
                 if policy == "supervised":
-                    sup = ctx.infra.supervise(target, poll_s=0.1)
-                state["killed_at"] = ctx.infra.kill9(target)
-                ctx.event("kill", detail={"process": target, "signal": "SIGKILL"})
+                    faults.supervise(target)
+                state["killed_at"], detail = faults.kill(target)
+                ctx.event("kill", detail=detail)
+                if policy == "supervised":
+                    faults.after_kill(target)
             killed = state["killed_at"]
             if killed is None:
                 return
@@ -246,11 +332,11 @@ def run_step(ctx: StepContext) -> dict[str, Any]:
             ):
                 restarter = threading.Thread(target=restart, name="kill9-restart", daemon=True)
                 restarter.start()
-            if policy == "supervised" and sup is not None and state["restarted_at"] is None:
-                done = [e for e in sup.events if e.kind == "restarted"]
-                if done:
-                    state["restarted_at"] = done[0].at
-                    ctx.event("supervisor_restart", detail={"process": target, "pid": done[0].pid})
+            if policy == "supervised" and state["restarted_at"] is None:
+                back = faults.restarted()
+                if back is not None:
+                    state["restarted_at"] = back[0]
+                    ctx.event("supervisor_restart", detail={"process": target, "pid": back[1]})
 
         def until(elapsed: float) -> bool:
             if state["restart_error"]:
@@ -296,9 +382,7 @@ def run_step(ctx: StepContext) -> dict[str, Any]:
         )
         probe.stop()
     finally:
-        if sup is not None:
-            sup.stop()
-            ctx.infra._set_record(sup.record, target)
+        faults.stop()
         if restarter is not None:
             restarter.join(timeout=RESTART_CAP_S)
         driver.close()

@@ -58,6 +58,7 @@ from bench.drivers.base import (
     guarded,
     require,
 )
+from bench.drivers.rocketmq.acl import acl_keys, remoting_client
 from bench.errors import BrokerUnavailable, ConfigError, DriverError
 from bench.infra.topology import Endpoints
 from bench.protocol.remoting import (
@@ -153,8 +154,8 @@ class RocketMQClient(DriverClient):
                 raise DriverError("RocketMQ client is closed")
             if self._remoting is None:
                 s = self._driver.settings
-                self._remoting = RemotingClient(
-                    self._driver.endpoints.namesrv,
+                self._remoting = remoting_client(
+                    self._driver.endpoints,
                     timeout=float(s["remoting_timeout_s"]),
                     admin_timeout=float(s["admin_timeout_s"]),
                     producer_group=f"bench_{id(self):x}",
@@ -439,9 +440,20 @@ class _PullGroup:
         s = driver.settings
         self.group = group
         self.errors = 0
+        # Under ACL the consumer pulls through a signing client (its own, closed with it).
+        self._client = (
+            remoting_client(
+                driver.endpoints,
+                timeout=float(s["remoting_timeout_s"]),
+                connect_timeout=float(s["remoting_timeout_s"]),
+            )
+            if acl_keys(driver.endpoints)
+            else None
+        )
         self.consumer = PullConsumer(
             group,
-            namesrv=driver.endpoints.namesrv,
+            namesrv=None if self._client else driver.endpoints.namesrv,
+            client=self._client,
             on_error=self._on_error,
             batch=int(s["pull_batch"]),
             suspend_s=float(s["pull_suspend_s"]),
@@ -464,6 +476,8 @@ class _PullGroup:
 
     def shutdown(self) -> None:
         self.consumer.close()
+        if self._client is not None:
+            self._client.close()
 
 
 def _check_ack(fut: Future[Any]) -> None:
@@ -537,8 +551,8 @@ class RocketMQDriver(Driver):
         logging.getLogger("rocketmq-python-client").setLevel(
             str(self.settings["client_log_level"]).upper()
         )
-        self._admin = RemotingClient(
-            endpoints.namesrv,
+        self._admin = remoting_client(
+            endpoints,
             timeout=float(self.settings["remoting_timeout_s"]),
             admin_timeout=float(self.settings["admin_timeout_s"]),
         )
@@ -551,9 +565,10 @@ class RocketMQDriver(Driver):
         with self._lock:
             if self._config is None:
                 rmq = _rocketmq()
+                keys = acl_keys(self.endpoints)
                 self._config = rmq.ClientConfiguration(
                     self.endpoints.grpc_endpoint,
-                    rmq.Credentials(),
+                    rmq.Credentials(*keys) if keys else rmq.Credentials(),
                     request_timeout=int(self.settings["request_timeout_s"]),
                 )
             return self._config
