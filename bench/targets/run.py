@@ -43,12 +43,6 @@ def prepare_targets(
             problems.append(f"{path}: no target for {broker} (the run needs one; or --broker)")
             continue
         for step in steps:
-            step_engine = engine or scenario.profile(step.profile).engine or "python"
-            if step_engine == "jvm" and target.auth is not None:
-                problems.append(
-                    f"target {target.name}: the jvm engine does not take credentials yet "
-                    f"(step {step.step_id}); run it with --engine python"
-                )
             missing = missing_capabilities(target, scenario.kind, scenario.topology, step.params)
             if missing:
                 problems.append(

@@ -1,5 +1,7 @@
 package bench.worker;
 
+import org.apache.pulsar.client.api.AuthenticationFactory;
+import org.apache.pulsar.client.api.ClientBuilder;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import java.net.ConnectException;
 import java.util.concurrent.TimeUnit;
@@ -67,7 +69,15 @@ final class PulsarEngine implements Engine {
 
     @Override
     public Client newClient() throws Exception {
-        return new PClient(PulsarClient.builder()
+        ClientBuilder builder = PulsarClient.builder();
+        String token = Secrets.fromEnv(spec, "auth_token_env");
+        if (token != null) builder.authentication(AuthenticationFactory.token(token));
+        String ca = spec.endpoint("tls_ca_file");
+        if (!ca.isEmpty()) builder.tlsTrustCertsFilePath(ca);
+        if (url.startsWith("pulsar+ssl://")) {
+            builder.enableTlsHostnameVerification(!spec.endpoints.path("tls_skip_hostname_check").asBoolean(false));
+        }
+        return new PClient(builder
                 .serviceUrl(url)
                 .ioThreads(s.integer("io_threads"))
                 .listenerThreads(s.integer("listener_threads"))

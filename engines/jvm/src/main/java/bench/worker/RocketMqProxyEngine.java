@@ -6,6 +6,8 @@ import java.time.Duration;
 import java.util.Map;
 import java.util.concurrent.ConcurrentHashMap;
 import org.apache.rocketmq.client.apis.ClientConfiguration;
+import org.apache.rocketmq.client.apis.ClientConfigurationBuilder;
+import org.apache.rocketmq.client.apis.StaticSessionCredentialsProvider;
 import org.apache.rocketmq.client.apis.ClientException;
 import org.apache.rocketmq.client.apis.ClientServiceProvider;
 import org.apache.rocketmq.client.apis.consumer.ConsumeResult;
@@ -21,6 +23,7 @@ import org.apache.rocketmq.client.apis.consumer.PushConsumer;
 final class RocketMqProxyEngine implements Engine {
     static final String VERSION = Versions.of("org.apache.rocketmq", "rocketmq-client-java");
     private final LoadSpec spec;
+    private final String accessKey, secretKey;
     private final Settings s;
     private final String endpoint;
     private final ClientServiceProvider provider = ClientServiceProvider.loadService();
@@ -33,7 +36,17 @@ final class RocketMqProxyEngine implements Engine {
         d.put("max_cache_messages", 4096);
         s = new Settings(d, spec.driverSettings);
         endpoint = spec.endpoint("grpc_endpoint");
+        accessKey = Secrets.fromEnv(spec, "acl_access_key_env");
+        secretKey = Secrets.fromEnv(spec, "acl_secret_key_env");
         if (endpoint.isEmpty()) throw new Unsupported("the RocketMQ endpoints have no grpc_endpoint (the proxy)");
+    }
+
+    /** ACL credentials from the environment variables the endpoints name, if any. */
+    private ClientConfigurationBuilder credentials(ClientConfigurationBuilder b) {
+        if (accessKey != null && secretKey != null) {
+            b.setCredentialProvider(new StaticSessionCredentialsProvider(accessKey, secretKey));
+        }
+        return b;
     }
 
     @Override
@@ -44,7 +57,7 @@ final class RocketMqProxyEngine implements Engine {
     }
 
     final class GClient implements Client {
-        final ClientConfiguration config = ClientConfiguration.newBuilder()
+        final ClientConfiguration config = credentials(ClientConfiguration.newBuilder())
                 .setEndpoints(endpoint)
                 .setRequestTimeout(Duration.ofSeconds(s.integer("request_timeout_s")))
                 .build();

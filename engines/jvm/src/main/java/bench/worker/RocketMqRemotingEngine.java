@@ -19,6 +19,7 @@ import org.apache.rocketmq.common.consumer.ConsumeFromWhere;
 import org.apache.rocketmq.common.message.Message;
 import org.apache.rocketmq.common.message.MessageExt;
 import org.apache.rocketmq.common.message.MessageQueue;
+import org.apache.rocketmq.remoting.RPCHook;
 import org.apache.rocketmq.remoting.exception.RemotingConnectException;
 import org.apache.rocketmq.remoting.exception.RemotingSendRequestException;
 import org.apache.rocketmq.remoting.exception.RemotingTimeoutException;
@@ -34,6 +35,7 @@ final class RocketMqRemotingEngine implements Engine {
     private final LoadSpec spec;
     private final Settings s;
     private final String namesrv;
+    private final RPCHook acl;  // null without ACL
 
     RocketMqRemotingEngine(LoadSpec spec) {
         this.spec = spec;
@@ -47,6 +49,7 @@ final class RocketMqRemotingEngine implements Engine {
         s = new Settings(d, spec.driverSettings);
         namesrv = spec.endpoint("namesrv");
         if (namesrv.isEmpty()) throw new Unsupported("the RocketMQ endpoints have no namesrv");
+        acl = Secrets.aclHook(spec);
     }
 
     @Override
@@ -54,7 +57,7 @@ final class RocketMqRemotingEngine implements Engine {
 
     final class RClient implements Client {
         final String instanceName = "bench-" + spec.workerId + "-" + ProcessHandle.current().pid() + "-" + CLIENTS.incrementAndGet();
-        final DefaultMQProducer producer = new DefaultMQProducer("bench_producer");
+        final DefaultMQProducer producer = new DefaultMQProducer("bench_producer", acl);
         final ConcurrentHashMap<String, GroupConsumer> groups = new ConcurrentHashMap<>();
 
         RClient() throws MQClientException {
@@ -116,7 +119,7 @@ final class RocketMqRemotingEngine implements Engine {
         final ConcurrentHashMap<String, Listener> listeners = new ConcurrentHashMap<>();
 
         GroupConsumer(RClient client, String group) {
-            consumer = new DefaultMQPushConsumer(group);
+            consumer = acl == null ? new DefaultMQPushConsumer(group) : new DefaultMQPushConsumer(group, acl);
             consumer.setNamesrvAddr(namesrv);
             consumer.setInstanceName(client.instanceName);
             consumer.setVipChannelEnabled(false);
