@@ -11,6 +11,7 @@ manifests.
 
 from __future__ import annotations
 
+import inspect
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -165,5 +166,9 @@ def load(text: str) -> list[Any]:
         kind = {"Service": "V1Service", "Job": "V1Job"}.get(doc.get("kind"))
         if kind is None:
             raise ConfigError(f"unexpected manifest kind {doc.get('kind')!r}")
-        out.append(api.deserialize(_Response(doc), kind))
+        if "content_type" in inspect.signature(api.deserialize).parameters:
+            # Newer clients take the response text; older ones a response object.
+            out.append(api.deserialize(json.dumps(doc), kind, "application/json"))
+        else:
+            out.append(api.deserialize(_Response(doc), kind))
     return out
