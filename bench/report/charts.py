@@ -25,7 +25,7 @@ matplotlib.use("Agg")  # no display: the report is rendered in CI and on headles
 import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, NullFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 BROKER_COLORS: dict[str, str] = {"pulsar": "#0072B2", "rocketmq": "#D55E00"}
 """Okabe-Ito blue and vermillion: distinguishable with the common colour-vision deficiencies."""
@@ -172,9 +172,26 @@ def _draw(ax: Axes, panel: Panel) -> None:
         (ax.yaxis, ax.get_ylim(), panel.logy),
     ):
         axis.set_major_formatter(_HUMAN)
-        if log and logs_ok and lim[0] > 0 and lim[1] / lim[0] < 20:
-            # Under about a decade there is at most one major tick: label the minor ones.
-            axis.set_minor_formatter(_HUMAN)
+        if log and logs_ok and lim[0] > 0 and lim[1] / lim[0] < 100:
+            # Within two decades: major ticks at 1, 2 and 5 of each decade, labelled, and no
+            # minor labels (they overlapped each other and the majors).
+            axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+            axis.set_minor_formatter(NullFormatter())
+    if not (panel.logy and logs_ok):
+        # A linear value axis starts at 0: a 1% wobble is not drawn full height, and an axis
+        # with nothing but zeros on it does not run to negative counts.
+        lo, hi = ax.get_ylim()
+        data_lo = min(
+            (float(cast(float, y)) for line in panel.lines for y in line.y if _finite(y)),
+            default=0.0,
+        )
+        data_hi = max(
+            (float(cast(float, y)) for line in panel.lines for y in line.y if _finite(y)),
+            default=0.0,
+        )
+        if data_lo >= 0:
+            # Headroom above the highest value, so a flat curve is not drawn on the frame.
+            ax.set_ylim(0.0, 1.12 * data_hi if data_hi > 0 else 1.0)
     if panel.diagonal and drawn:
         lo, hi = ax.get_xlim()
         ax.plot(
@@ -190,18 +207,15 @@ def _draw(ax: Axes, panel: Panel) -> None:
     for mark in panel.marks:
         c = color(mark.broker) if mark.broker else "#333333"
         if mark.y is None:
-            # Alternate label heights so a kill and a restart a second apart stay readable.
-            ax.axvline(mark.x, color=c, linestyle="--", linewidth=1, alpha=0.8)
-            ax.annotate(
-                mark.label,
-                xy=(mark.x, 0.97 - 0.18 * (vlines % 3)),
-                xycoords=("data", "axes fraction"),
-                xytext=(3, 0),
-                textcoords="offset points",
-                fontsize=7,
+            # Vertical markers (kill, restarts) are named in the legend, not on the plot: labels
+            # on the plot overlapped each other, the curves and the legend.
+            ax.axvline(
+                mark.x,
                 color=c,
-                va="top",
-                bbox={"boxstyle": "round,pad=0.15", "fc": "white", "alpha": 0.85},
+                linestyle=STYLES[(vlines + 1) % 4],
+                linewidth=1,
+                alpha=0.8,
+                label=mark.label,
             )
             vlines += 1
         else:
@@ -237,7 +251,7 @@ def _draw(ax: Axes, panel: Panel) -> None:
     ax.set_xlabel(panel.xlabel)
     ax.set_ylabel(panel.ylabel)
     if drawn:
-        ax.legend(fontsize=7, loc="best")
+        ax.legend(fontsize=7, loc="best", framealpha=0.85)
 
 
 _SVG_PROLOGUE = re.compile(r"^.*?(?=<svg)", re.DOTALL)

@@ -82,6 +82,8 @@ class ReportWarning:
     level: str
     text: str
     steps: list[str] = field(default_factory=list)
+    banner: bool = False
+    """Shown above the recommendation too (a synthetic run must never pass for a measurement)."""
 
 
 def _cause(why: str) -> str:
@@ -206,9 +208,18 @@ def _topic_growth(steps: pd.DataFrame, scenario: str, s: Settings) -> Section:
 
     tps = _lines(steps, x_of, "publish_tps")
     marks: list[Mark] = []
+    refused = _refusals(steps, x_of)
     for line in tps:
         knee = find_knee(line.x, line.y, s.knee_drop_pct)
-        if knee is not None:
+        stop = refused.get(line.broker)
+        if stop is not None and (knee is None or knee.x >= stop):
+            y_at = dict(zip(line.x, line.y, strict=True)).get(stop)
+            marks.append(Mark(stop, f"refused at {stop:,.0f}", line.broker, y_at))
+            sec.notes.append(
+                f"{line.label}: creation refused by the broker at {stop:,.0f} topics (publish "
+                f"TPS held within {s.knee_drop_pct:g}% of its best up to there)."
+            )
+        elif knee is not None:
             marks.append(Mark(knee.x, f"knee: {knee.x:,.0f} topics", line.broker, knee.y))
             sec.notes.append(
                 f"{line.label}: knee at {knee.x:,.0f} topics (publish TPS {knee.y:,.0f}); at "
@@ -217,15 +228,15 @@ def _topic_growth(steps: pd.DataFrame, scenario: str, s: Settings) -> Section:
             )
         else:
             sec.notes.append(
-                f"{line.label}: no knee up to {max(line.x):,.0f} topics (publish TPS stayed "
-                f"within {s.knee_drop_pct:g}% of its best)."
+                f"{line.label}: no knee up to {max(line.x):,.0f} topics, the sweep's end (publish "
+                f"TPS stayed within {s.knee_drop_pct:g}% of its best)."
             )
     lookup = _lines(steps, x_of, "lookup_latency_us.p50", label_suffix=" p50", scale=MS)
     lookup += _lines(
         steps, x_of, "lookup_latency_us.p99", label_suffix=" p99", style_offset=1, scale=MS
     )
     panels = [
-        Panel("Publish TPS (knee marked)", "topics", "msg/s", tps, marks, logx=True),
+        Panel("Publish TPS (knee or refusal marked)", "topics", "msg/s", tps, marks, logx=True),
         Panel("Consume TPS", "topics", "msg/s", _lines(steps, x_of, "consume_tps"), logx=True),
         Panel("Lookup latency p50 / p99", "topics", "ms", lookup, logx=True, logy=True),
         Panel(
@@ -266,6 +277,14 @@ def _topic_growth(steps: pd.DataFrame, scenario: str, s: Settings) -> Section:
             f"{fmt(getattr(r, 'lookup_timeouts', None))}."
         )
     return sec
+
+
+def _refusals(steps: pd.DataFrame, x_of: Callable[[pd.DataFrame], pd.Series]) -> dict[str, float]:
+    """Per broker: the topic count at which it refused further topics (``create_stopped``)."""
+    if "create_stopped" not in steps.columns:
+        return {}
+    stopped = steps[steps["create_stopped"].map(lambda v: isinstance(v, str) and bool(v))]
+    return {str(b): float(x_of(g).min()) for b, g in stopped.groupby("broker")}
 
 
 def _send_frequency(steps: pd.DataFrame, scenario: str, s: Settings) -> Section:
@@ -531,13 +550,24 @@ def _kill_recovery(
                     )
                 )
                 restart = _event_time(r, ev, "restarted_at", ("restart", "supervisor_restart"))
-                if restart is not None:
+                if restart is not None and not _value(r, "excluded"):
                     restarts.setdefault(round(restart - kill_t, 1), []).append(rep)
-            # One line per distinct restart time: repetitions restarted alike share it.
-            marks = [Mark(0.0, "kill -9", str(broker))]
-            for offset, reps in sorted(restarts.items())[:4]:
-                which = "" if len(restarts) == 1 else f" rep {', '.join(reps)}"
-                marks.append(Mark(offset, f"restart{which}", str(broker)))
+            marks = [Mark(0.0, "kill -9", str(broker)), *_restart_marks(restarts, str(broker))]
+            offered = _num(bdf, "offered_rate_per_s").dropna()
+            spans = [x for line in tps_lines for x in line.x]
+            if len(offered) and spans:
+                # The offered rate, so a reader sees what "back to full TPS" means.
+                rate = float(offered.max())
+                tps_lines.append(
+                    Line(
+                        f"offered {rate:,.0f}/s",
+                        str(broker),
+                        [min(spans), max(spans)],
+                        [rate, rate],
+                        style=3,
+                        step=True,
+                    )
+                )
             b = title(str(broker))
             tps_panels.append(
                 Panel(f"{b}: acknowledged msg/s", "s since kill", "msg/s", tps_lines, marks)
@@ -551,7 +581,8 @@ def _kill_recovery(
                     f"{scenario}: path={path}, restart={policy}",
                     tps_panels + err_panels,
                     caption="Per-second counters of the framework, aligned on the kill (0 s). "
-                    "Dashed lines: kill and restarts.",
+                    "Vertical lines: the kill and the restarts, named in the legend; the flat "
+                    "line is the offered rate.",
                 )
             )
     rows = []
@@ -609,6 +640,26 @@ def _kill_recovery(
 
 
 _PARAM_KEYS = ("path", "restart_policy", "repetition")
+
+
+def _restart_marks(restarts: Mapping[float, list[str]], broker: str) -> list[Mark]:
+    """One marker line per cluster of restart times (seconds after the kill): restarts within
+    3 s of each other share a line and one label naming their range and repetitions, so the
+    labels of repetitions restarted alike do not overlap."""
+    groups: list[list[tuple[float, list[str]]]] = []
+    for offset, reps in sorted(restarts.items()):
+        if groups and offset - groups[-1][0][0] <= 3.0:
+            groups[-1].append((offset, reps))
+        else:
+            groups.append([(offset, reps)])
+    marks = []
+    for g in groups[:4]:
+        lo, hi = g[0][0], g[-1][0]
+        reps = sorted({r for _, rs in g for r in rs})
+        when = f"{lo:g} s" if lo == hi else f"{lo:g}-{hi:g} s"
+        which = f"rep {', '.join(reps)} " if len(groups) > 1 or len(g) > 1 else ""
+        marks.append(Mark(lo, f"restart {which}{when}", broker))
+    return marks
 
 
 def _outage_cell(r: Mapping[str, Any], get: Callable[[str], str]) -> str:
@@ -671,7 +722,9 @@ def _warnings(runs: Sequence[Run], steps: pd.DataFrame, s: Settings) -> list[Rep
         if run.metadata.get("synthetic"):
             out.append(
                 ReportWarning(
-                    "error", f"Run {run.run_id} is synthetic: {run.metadata['synthetic']}"
+                    "error",
+                    f"Run {run.run_id} is synthetic: {run.metadata['synthetic']}",
+                    banner=True,
                 )
             )
         if run.status != "complete":
