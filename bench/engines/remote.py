@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 TOKEN_ENV: Final = "BENCH_WORKER_TOKEN"
 HELLO_TIMEOUT_S: Final = 10.0
 CLOCK_EXCHANGES: Final = 8
+CLOCK_WARN_MS: Final = 100.0
 MAX_LINE: Final = 256 * 1024 * 1024
 
 
@@ -85,12 +86,14 @@ class WorkerServer:
         *,
         command: Callable[[str], tuple[list[str], dict[str, str]]] | None = None,
         log_stream: IO[bytes] | None = None,
+        clock: Callable[[], int] = time.time_ns,
     ) -> None:
         if not token:
             raise ConfigError(f"a worker server needs a token ({TOKEN_ENV})")
         self.token = token
         self._command = command
         self._log = log_stream
+        self._clock = clock  # what `clock` answers (tests skew it)
         self.sock = socket.create_server((host, port), reuse_port=False)
         bound = self.sock.getsockname()
         self.address = f"{bound[0]}:{bound[1]}"
@@ -146,7 +149,7 @@ class WorkerServer:
                 msg = json.loads(rfile.readline(64 * 1024) or b"{}")
                 cmd = msg.get("cmd") if isinstance(msg, dict) else None
                 if cmd == "clock":
-                    _send(wfile, {"event": "clock", "time_ns": time.time_ns()})
+                    _send(wfile, {"event": "clock", "time_ns": self._clock()})
                     continue
                 if cmd == "start":
                     break
@@ -326,11 +329,21 @@ def probe_workers(addrs: Sequence[str], message: Callable[[str], None]) -> dict[
             f"worker {addr} ({hello.get('host', '?')}): clock offset "
             f"{clock.offset_ns / 1e6:+.3f} ms +/- {clock.bound_ns / 1e6:.3f} ms"
         )
-    return {
+    out: dict[str, Any] = {
         "mode": "remote",
         "workers": seen,
         "e2e_latency": "measured on one host: each worker produces and consumes its own topics",
     }
+    # Intervals are stamped with each worker's clock: past this offset the per-second series of
+    # different hosts no longer line up (the figures themselves do not depend on it).
+    skewed = [w["address"] for w in seen if abs(w["offset_ms"]) > CLOCK_WARN_MS]
+    if skewed:
+        out["clock_warning"] = (
+            f"clocks of {', '.join(skewed)} differ from the runner's by over {CLOCK_WARN_MS} ms: "
+            "synchronise them (NTP/chrony); their intervals are misaligned in the series"
+        )
+        message("WARNING: " + out["clock_warning"])
+    return out
 
 
 @dataclass

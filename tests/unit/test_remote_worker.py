@@ -144,3 +144,21 @@ def test_probe_records_each_workers_clock_and_host(
     monkeypatch.setenv(TOKEN_ENV, "wrong")
     with pytest.raises(RemoteWorkerError, match="wrong token"):
         probe_workers([servers[0].address], seen.append)
+
+
+def test_a_skewed_worker_clock_is_measured_and_warned_about(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(TOKEN_ENV, TOKEN)
+    skew_ns = 5_000_000_000
+    server = WorkerServer("127.0.0.1", 0, TOKEN, clock=lambda: time.time_ns() + skew_ns)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        seen: list[str] = []
+        info = probe_workers([server.address], seen.append)
+    finally:
+        server.close()
+    (w,) = info["workers"]
+    assert abs(w["offset_ms"] - 5000) <= w["bound_ms"] + 5
+    assert server.address in info["clock_warning"]
+    assert seen[-1].startswith("WARNING: clocks of ")
