@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -74,6 +74,31 @@ def worker_command(engine: p.Engine) -> tuple[list[str], dict[str, str]]:
 
         return ensure_built().argv(), {}
     raise ConfigError(f"unknown engine {engine!r}; known: {', '.join(p.ENGINES)}")
+
+
+def reshard(specs: Sequence[LoadSpec], hosts: int) -> list[LoadSpec]:
+    """``specs`` dealt again over ``hosts`` remote workers when they are fewer than the hosts,
+    so every host gets a shard: the topics of all specs round-robin over
+    ``min(hosts, topics)`` workers, the total rate split evenly (as
+    :class:`~bench.runner.load.LoadPlan` splits it). Specs that cap their sends
+    (``max_messages``, per worker) or differ beyond topics and rate are kept as they are."""
+    if len(specs) >= hosts or not specs:
+        return list(specs)
+    base = specs[0]
+
+    def rest(s: LoadSpec) -> LoadSpec:
+        return replace(s, worker_id=base.worker_id, topics=base.topics, rate_per_s=base.rate_per_s)
+
+    if base.max_messages is not None or any(rest(s) != base for s in specs[1:]):
+        return list(specs)
+    topics = [t for s in specs for t in s.topics]
+    n = max(1, min(hosts, len(topics)))
+    rates = [s.rate_per_s for s in specs]
+    rate = sum(r for r in rates if r) / n if all(rates) else None
+    return [
+        replace(base, worker_id=f"w{i}", topics=tuple(topics[i::n]), rate_per_s=rate)
+        for i in range(n)
+    ]
 
 
 @dataclass
@@ -159,6 +184,7 @@ class WorkerPool:
         if len(set(ids)) != len(ids):
             raise ConfigError(f"worker ids must be unique: {ids}")
         if self.remote:
+            specs = reshard(specs, len(self.remote))
             self._start_remote(specs)
         else:
             self._start_local(specs)

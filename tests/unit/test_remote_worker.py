@@ -9,10 +9,11 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 
-from bench.engines.pool import WorkerFailed, WorkerPool, remote_workers
+from bench.engines.pool import WorkerFailed, WorkerPool, remote_workers, reshard
 from bench.engines.remote import (
     TOKEN_ENV,
     RemoteWorkerError,
@@ -162,3 +163,15 @@ def test_a_skewed_worker_clock_is_measured_and_warned_about(
     assert abs(w["offset_ms"] - 5000) <= w["bound_ms"] + 5
     assert server.address in info["clock_warning"]
     assert seen[-1].startswith("WARNING: clocks of ")
+
+
+def test_more_hosts_than_shards_get_a_shard_each() -> None:
+    specs = _specs(6)  # two shards of three topics, 200/s each
+    dealt = reshard(specs, 3)
+    assert [s.worker_id for s in dealt] == ["w0", "w1", "w2"]
+    assert sorted(t for s in dealt for t in s.topics) == [f"t{i}" for i in range(6)]
+    assert all(len(s.topics) == 2 for s in dealt)
+    assert sum(s.rate_per_s or 0 for s in dealt) == pytest.approx(400.0)
+    assert reshard(specs, 2) == specs  # enough shards already
+    capped = [replace(s, max_messages=10) for s in specs]
+    assert reshard(capped, 3) == capped  # a per-worker cap would change the total
