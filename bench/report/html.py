@@ -90,6 +90,7 @@ def _cause(why: str) -> str:
     """The cause of a step's not being clean, without its counts and details (the key that
     groups warnings): ``"12 send errors"`` -> ``"send errors"``."""
     head = why.split(":")[0] if not why.startswith("the drain") else why
+    head = head.split(" (")[0]
     return re.sub(r"(?<![\w.])[\d,.]+\s+", "", head).strip()
 
 
@@ -718,6 +719,8 @@ def _git_cell(metadata: dict[str, Any]) -> str:
 
 def _warnings(runs: Sequence[Run], steps: pd.DataFrame, s: Settings) -> list[ReportWarning]:
     out: list[ReportWarning] = []
+    # One warning per cause, its runs or steps folded away in the page.
+    grouped: dict[tuple[str, str], list[str]] = {}
     for run in runs:
         if run.metadata.get("synthetic"):
             out.append(
@@ -728,51 +731,42 @@ def _warnings(runs: Sequence[Run], steps: pd.DataFrame, s: Settings) -> list[Rep
                 )
             )
         if run.status != "complete":
-            out.append(
-                ReportWarning(
-                    "error",
-                    f"Run {run.run_id} is {run.status}: not every step ran; "
-                    "its figures cover only the steps it finished.",
-                )
-            )
-        out.extend(ReportWarning("warn", f"Run {run.run_id}: {w}") for w in run.warnings)
+            grouped.setdefault(
+                ("error", "run(s) did not finish: their figures cover the steps they finished"), []
+            ).append(f"{run.run_id} is {run.status}")
+        for w in run.warnings:
+            key = "exclusions (--exclude)" if "--exclude" in w else "run files read with care"
+            grouped.setdefault(("warn", key), []).append(f"{run.run_id}: {w}")
         git = run.metadata.get("git")
         if isinstance(git, dict) and git.get("dirty"):
-            out.append(
-                ReportWarning(
-                    "warn",
-                    f"Run {run.run_id} was made from uncommitted code ({_git_cell(run.metadata)}):"
-                    " its figures may not match any commit.",
+            grouped.setdefault(
+                ("warn", "run(s) made from uncommitted code: their figures may match no commit"),
+                [],
+            ).append(f"{run.run_id}: {_git_cell(run.metadata)}")
+        for r in run.step_records:
+            if r.get("excluded"):
+                grouped.setdefault(
+                    ("error", "step(s) with impossible figures, left out of the verdicts"), []
+                ).append(f"{run.run_id} {r.get('scenario')}/{r.get('step_id')}: {r['excluded']}")
+    for (level, cause), lines in grouped.items():
+        out.append(ReportWarning(level, f"{len(lines)} {cause}.", lines))
+    # Figures read by a rule newer than their run (bench.results.migrate), one warning a rule.
+    by_rule: dict[str, list[str]] = {}
+    for run in runs:
+        for r in run.step_records:
+            for n in r.get("notes", []):
+                by_rule.setdefault(n.split(" ")[0], []).append(
+                    f"{run.run_id} {r.get('scenario')}/{r.get('step_id')}: {n}"
                 )
+    for rule, lines in sorted(by_rule.items()):
+        out.append(
+            ReportWarning(
+                "warn",
+                f"{len(lines)} step(s): {rule} read by a rule newer than their run "
+                "(bench.results.migrate).",
+                lines,
             )
-        notes = [
-            f"{r.get('scenario')}/{r.get('step_id')}: {n}"
-            for r in run.step_records
-            for n in r.get("notes", [])
-        ]
-        if notes:
-            out.append(
-                ReportWarning(
-                    "warn",
-                    f"Run {run.run_id}: {len(notes)} figure(s) read by a rule newer than the run "
-                    "(bench.results.migrate), each named.",
-                    notes,
-                )
-            )
-        excluded = [
-            f"{r.get('scenario')}/{r.get('step_id')}: {r['excluded']}"
-            for r in run.step_records
-            if r.get("excluded")
-        ]
-        if excluded:
-            out.append(
-                ReportWarning(
-                    "error",
-                    f"Run {run.run_id}: {len(excluded)} step(s) with impossible figures, left "
-                    "out of the verdicts.",
-                    excluded,
-                )
-            )
+        )
     if not len(steps):
         out.append(ReportWarning("error", "The runs hold no finished steps."))
         return out
@@ -791,7 +785,16 @@ def _warnings(runs: Sequence[Run], steps: pd.DataFrame, s: Settings) -> list[Rep
             out.append(
                 ReportWarning("error", f"No {title(broker)} steps: nothing to compare with.")
             )
-    out.extend(ReportWarning("warn", w) for w in unstable_figures(steps, s.max_cv_pct))
+    unstable = unstable_figures(steps, s.max_cv_pct, limit=1000)
+    if unstable:
+        out.append(
+            ReportWarning(
+                "warn",
+                f"{len(unstable)} figure(s) vary by more than {s.max_cv_pct:g}% (CV) over their "
+                "repetitions: the verdicts treat them as noisy.",
+                unstable,
+            )
+        )
     # What bench check found (bench.results.check), one warning per invariant.
     broken: dict[str, list[str]] = {}
     for run in runs:
@@ -818,7 +821,9 @@ def unstable_figures(steps: pd.DataFrame, max_cv_pct: float, limit: int = 12) ->
         if len(g) < 2:
             continue
         for metric in HEADLINE_METRICS.get(str(kind), {}):
-            v = _num(g, metric).dropna()
+            # Only clean steps (a loss from an unfinished drain is a bound, not a value).
+            ok = clean.clean_mask(g, publish_side=not metric.startswith("loss."))
+            v = _num(g[ok], metric).dropna()
             if len(v) < 2 or v.mean() == 0:
                 continue
             cv = 100 * float(v.std()) / abs(float(v.mean()))
