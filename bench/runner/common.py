@@ -148,7 +148,7 @@ def gc_logs(ctx: StepContext) -> list[Path]:
 
 def start_meter(ctx: StepContext, warmup_s: float) -> StepMeter:
     meter = StepMeter(ctx.step.scenario, ctx.step.step_id, ctx.broker, warmup_s)
-    meter.start_resources(ctx.infra.pids(), gc_logs(ctx))
+    meter.start_resources(ctx.infra.pids(), lambda: gc_logs(ctx))
     return meter
 
 

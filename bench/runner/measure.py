@@ -9,7 +9,7 @@ the measured window only: warm-up is kept in the series but never in a figure.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,13 +71,26 @@ class StepMeter:
     sampler: ResourceSampler | None = None
     gc_logs: list[Path] = field(default_factory=list)
     _gc_start_ms: float = 0.0
+    _gc_source: Callable[[], Iterable[Path]] | None = None
 
-    def start_resources(self, pids: dict[str, int], gc_logs: Iterable[Path] = ()) -> None:
-        """Sample the broker (and worker) processes once a second until :meth:`stop_resources`."""
+    def start_resources(
+        self,
+        pids: dict[str, int],
+        gc_logs: Iterable[Path] | Callable[[], Iterable[Path]] = (),
+    ) -> None:
+        """Sample the broker (and worker) processes once a second until :meth:`stop_resources`.
+
+        ``gc_logs``: the JVMs' GC logs, or a function listing them, asked again at the end so
+        the log of a JVM restarted during the step (kill -9) counts too."""
         self.sampler = ResourceSampler(pids, interval_s=1.0)
         self.sampler.start()
-        self.gc_logs = list(gc_logs)
-        self._gc_start_ms = sum(gc_pause_ms(p) for p in self.gc_logs if p.is_file())
+        if callable(gc_logs):
+            self._gc_source = gc_logs
+        else:
+            listed = list(gc_logs)
+            self._gc_source = lambda: listed
+        self.gc_logs = [p for p in self._gc_source() if p.is_file()]
+        self._gc_start_ms = sum(gc_pause_ms(p) for p in self.gc_logs)
 
     def watch_workers(self, pids: dict[str, int]) -> None:
         """Sample the load generator's worker processes too (as ``worker/<id>``)."""
@@ -209,7 +222,7 @@ class StepMeter:
         broker_cpu = mean(list(cpu_by_ts.values()))
         client_cpu = mean(list(client_by_ts.values()))
         host_cpu = mean([r["cpu_percent"] for r in host if r.get("cpu_percent") is not None])
-        logs = [p for p in self.gc_logs if p.is_file()]
+        logs = [p for p in (self._gc_source() if self._gc_source else self.gc_logs) if p.is_file()]
         # No GC log read: the pause time is not known (None), never 0.
         gc_end = sum(gc_pause_ms(p) for p in logs) if logs else None
         return {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from click.testing import CliRunner
 
@@ -99,3 +100,39 @@ def test_report_json_lists_every_dimension(tmp_path: Path) -> None:
     ]
     assert all(d["verdicts"] for d in doc["dimensions"])
     assert all("figures" in v for d in doc["dimensions"] for v in d["verdicts"])
+
+
+PAUSE = (
+    "[2026-12-01T06:42:17.532+0000][0.286s] GC(0) Pause Young (Normal) (G1 Evacuation Pause) "
+    "13M->6M(258M) {ms}ms\n"
+)
+
+
+def test_gc_pauses_are_read_from_each_brokers_logs_and_null_without_one(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from bench.runner.common import gc_logs
+    from bench.runner.measure import StepMeter
+
+    logs = tmp_path / "rocketmq" / "logs"
+    logs.mkdir(parents=True)
+    first = logs / "rocketmq-broker-gc-100.log"
+    first.write_text(PAUSE.format(ms="5.000"))
+    ctx: Any = SimpleNamespace(infra=SimpleNamespace(root=tmp_path))
+    assert gc_logs(ctx) == [first]  # the JVMs log under <infra>/<broker>/logs
+    meter = StepMeter("s", "st", "rocketmq", 0.0)
+    meter.start_resources({}, lambda: gc_logs(ctx))
+    first.write_text(PAUSE.format(ms="5.000") + PAUSE.format(ms="2.500"))
+    # a JVM restarted during the step (kill -9) writes a log of its own: it counts too
+    (logs / "rocketmq-broker-gc-200.log").write_text(PAUSE.format(ms="1.000"))
+    window = {"start": 0.0, "end": 1.0}
+    try:
+        assert meter.resource_metrics([], window, [])["gc_pause_ms"] == 3.5
+    finally:
+        meter.stop_resources()
+    none = StepMeter("s", "st", "rocketmq", 0.0)
+    none.start_resources({}, [])
+    try:
+        assert none.resource_metrics([], window, [])["gc_pause_ms"] is None  # not 0
+    finally:
+        none.stop_resources()
