@@ -4,8 +4,8 @@
 the report, ``bench compare``, the history and ``bench check`` all see the same figures. Each
 rule changes a record only where its own run contradicts it or lacks a field that can be
 derived, and says so in the record's ``notes`` (one line each); a field that cannot be derived
-stays absent and ``lacks`` names it: it is never read as False or 0. ``excluded`` holds why a
-step's figures cannot be used at all (the verdicts leave it out and say so).
+stays absent and ``lacks`` names it: it is never read as False or 0. A rule may set ``excluded``
+to why a step's figures cannot be used at all (the verdicts leave it out and say so).
 
 The rules, in the order applied:
 
@@ -19,10 +19,12 @@ The rules, in the order applied:
 3. **Subscribe summaries from the step's own histograms.** When the step's histogram file holds
    the measured window's ``subscribe`` / ``first_message`` histograms, the summaries are theirs
    (a summary over every phase counted the warm-up's subscriptions).
-4. **gc_pause_ms 0** over a measured window of 5 s or more is impossible for a JVM under load:
-   the GC log was not read. It becomes None (not measured).
-5. **kill -9 restart sooner than a JVM can start** (:data:`JVM_MIN_START_S`): the recorded
-   restart is not the broker's; the step is excluded from the recovery figures.
+4. **gc_pause_ms 0 in every step of a run** (windows of 5 s or more): the GC log was not read
+   (runs before the runner found the logs). They become None (not measured). Applied by
+   :func:`read_run`, the one rule that needs the whole run.
+5. **kill -9 restart sooner than a JVM can start** (:data:`JVM_MIN_START_S`): the recorded time
+   is not when the broker was back; it becomes None (unknown) and the step's other figures
+   stand.
 6. **kill -9 outage longer than the load ran after the kill**: it was measured during the drain,
    so the outage is only known to be at least as long as the load ran after the kill
    (``unavailability_at_least_s``), never a value.
@@ -33,7 +35,7 @@ from __future__ import annotations
 import copy
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -129,12 +131,37 @@ def _histogram_summaries(rec: dict[str, Any], hists: Callable[[], Mapping[str, s
         )
 
 
-def _gc_zero(rec: dict[str, Any], _: Any) -> None:
-    m, w = rec["metrics"], rec.get("window") or {}
-    span = (_num(w.get("end")) or 0.0) - (_num(w.get("start")) or 0.0)
-    if m.get("gc_pause_ms") == 0 and span >= GC_MIN_WINDOW_S:
-        m["gc_pause_ms"] = None
-        _note(rec, "gc_pause_ms 0 -> not measured (the JVM's GC log was not read)")
+def gc_never_read(records: Sequence[Mapping[str, Any]]) -> bool:
+    """True when a run's GC pause figures say its GC logs were never read: every step that
+    has the figure says 0, and at least one ran a window of :data:`GC_MIN_WINDOW_S` or more
+    (a lightly loaded JVM may pause for nothing in one step, never in all of a run's)."""
+    have = [
+        r for r in records if isinstance((r.get("metrics") or {}).get("gc_pause_ms"), int | float)
+    ]
+    if not have or any(r["metrics"]["gc_pause_ms"] != 0 for r in have):
+        return False
+    return any(_span(r) >= GC_MIN_WINDOW_S for r in have)
+
+
+def _span(rec: Mapping[str, Any]) -> float:
+    w = rec.get("window") or {}
+    return (_num(w.get("end")) or 0.0) - (_num(w.get("start")) or 0.0)
+
+
+def read_run(
+    records: Sequence[Mapping[str, Any]], run_dir: Path | None = None
+) -> list[dict[str, Any]]:
+    """Every step of a run as it must be read: :func:`read_step` on each, then the rules that
+    need the whole run (rule 4: GC pauses that were never read become None)."""
+    out = [read_step(r, run_dir) for r in records]
+    if gc_never_read(records):
+        for rec in out:
+            if isinstance(rec.get("metrics"), dict) and rec["metrics"].get("gc_pause_ms") == 0:
+                rec["metrics"]["gc_pause_ms"] = None
+                _note(
+                    rec, "gc_pause_ms 0 -> not measured (0 in every step: the GC log was not read)"
+                )
+    return out
 
 
 def _kill_figures(rec: dict[str, Any], _: Any) -> None:
@@ -143,9 +170,13 @@ def _kill_figures(rec: dict[str, Any], _: Any) -> None:
     m = rec["metrics"]
     killed, restarted = _num(m.get("killed_at")), _num(m.get("restarted_at"))
     if killed is not None and restarted is not None and restarted - killed < JVM_MIN_START_S:
-        rec["excluded"] = (
-            f"restart recorded {restarted - killed:.2f} s after the kill, sooner than a broker "
-            f"JVM can start ({JVM_MIN_START_S:g} s): not the killed broker's restart"
+        # Not when the broker was back: unknown. The step's other figures (outage to the first
+        # ack, loss, recovery) do not depend on it and stand.
+        m["restarted_at"] = None
+        _note(
+            rec,
+            f"restarted_at {restarted - killed:.2f} s after the kill -> unknown: sooner than a "
+            f"broker JVM can start ({JVM_MIN_START_S:g} s), so not when the broker was back",
         )
     outage, end = _num(m.get("unavailability_s")), _num((rec.get("window") or {}).get("end"))
     if killed is not None and outage is not None and end is not None and outage > end - killed:
@@ -163,7 +194,6 @@ RULES: tuple[Callable[[dict[str, Any], Any], None], ...] = (
     _oneway_rate,
     _create_stopped,
     _histogram_summaries,
-    _gc_zero,
     _kill_figures,
 )
 

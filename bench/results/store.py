@@ -31,7 +31,7 @@ import pandas as pd
 
 from bench.errors import RunInterrupted
 from bench.results import frames
-from bench.results.migrate import read_step
+from bench.results.migrate import read_run
 from bench.results.schema import (
     EVENTS_FILE,
     HISTOGRAMS_DIR,
@@ -548,7 +548,7 @@ def load_run(run_dir: str | Path) -> Run:
         step_records.append(rec)
     raw_records = step_records
     # Every reader sees a step as the read rules say (bench.results.migrate).
-    step_records = [read_step(r, path) for r in raw_records]
+    step_records = read_run(raw_records, path)
     series = list(_read_jsonl(path / SERIES_FILE, run_id, warnings))
     resources = list(_read_jsonl(path / RESOURCES_FILE, run_id, warnings))
     events = list(_read_jsonl(path / EVENTS_FILE, run_id, warnings))
