@@ -500,6 +500,11 @@ def without_steps(
     return dataclasses.replace(
         run,
         step_records=records,
+        raw_step_records=[
+            r
+            for r in run.raw_step_records
+            if not dropped(r.get("broker"), r.get("scenario"), r.get("step_id"))
+        ],
         steps=keep(run.steps),
         series=keep(run.series),
         resources=keep(run.resources),
