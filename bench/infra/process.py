@@ -100,11 +100,13 @@ class ProcessRecord:
 
     def matches(self, ident: Identity | None) -> bool:
         """True if ``ident`` is this record's process, still running."""
+        # A live process's /proc cmdline can read empty for a moment (a busy JVM was seen so):
+        # its start ticks alone then identify it, since a PID is not reused within one tick.
         return (
             ident is not None
             and not ident.zombie
             and ident.start_ticks == self.start_ticks
-            and ident.cmdline == self.cmdline
+            and (ident.cmdline == self.cmdline or not ident.cmdline)
         )
 
     def process(self) -> psutil.Process | None:
@@ -302,7 +304,8 @@ class Supervisor:
     def _run(self) -> None:
         restarts = 0
         while not self._stop.is_set() and restarts < self._max_restarts:
-            if self.record.alive():
+            if self.record.alive() or (self._stop.wait(0.05) or self.record.alive()):
+                # Dead means dead twice, 50 ms apart: one odd read of /proc is no death.
                 self._stop.wait(self._poll_s)
                 continue
             _reap(self.record.pid)

@@ -372,11 +372,15 @@ def test_kill_9_of_bench_run_leaves_nothing_the_next_command_does_not_stop(tmp_p
             found = list(out.glob("*/steps.jsonl"))
             if found and found[0].read_text().count("\n") >= 1:
                 steps_file = found[0]
-                workers = [
-                    c
-                    for c in psutil.Process(proc.pid).children(recursive=True)
-                    if "bench.engines" in " ".join(c.cmdline())
-                ]
+                workers = []
+                for c in psutil.Process(proc.pid).children(recursive=True):
+                    try:
+                        if "bench.engines" in " ".join(c.cmdline()) or "bench.worker" in " ".join(
+                            c.cmdline()
+                        ):
+                            workers.append(c)
+                    except psutil.Error:
+                        continue  # a worker of a step that just ended
                 if workers:
                     break
             time.sleep(0.2)
@@ -387,24 +391,29 @@ def test_kill_9_of_bench_run_leaves_nothing_the_next_command_does_not_stop(tmp_p
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    _, alive = psutil.wait_procs(workers, timeout=15)
-    assert not alive, f"workers outlived their runner: {[p.pid for p in alive]}"
-    brokers = [
-        p
-        for p in psutil.process_iter(["cmdline"])
-        if str(infra_dir) in " ".join(p.info["cmdline"] or [])
-    ]
-    assert brokers, "the killed run's brokers should still be running before the next command"
-    down = subprocess.run(
-        [sys.executable, "-m", "bench", "infra", "--dir", str(infra_dir), "down"],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-    assert down.returncode == 0, down.stderr
-    assert "left by an earlier run" in down.stderr, down.stderr
-    _, still = psutil.wait_procs(brokers, timeout=30)
-    assert not still, f"JVMs left running: {[p.pid for p in still]}"
-    run = load_run(steps_file.parent)
-    assert len(run.step_records) >= 1
+    down_cmd = [sys.executable, "-m", "bench", "infra", "--dir", str(infra_dir), "down"]
+    try:
+        _, alive = psutil.wait_procs(workers, timeout=15)
+        assert not alive, f"workers outlived their runner: {[p.pid for p in alive]}"
+        brokers = [
+            p
+            for p in psutil.process_iter(["cmdline"])
+            if str(infra_dir) in " ".join(p.info["cmdline"] or [])
+        ]
+        assert brokers, "the killed run's brokers should still be running before the next command"
+        down = subprocess.run(
+            [sys.executable, "-m", "bench", "infra", "--dir", str(infra_dir), "down"],
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
+        assert down.returncode == 0, down.stderr
+        assert "left by an earlier run" in down.stderr, down.stderr
+        _, still = psutil.wait_procs(brokers, timeout=30)
+        assert not still, f"JVMs left running: {[p.pid for p in still]}"
+        run = load_run(steps_file.parent)
+        assert len(run.step_records) >= 1
+    finally:
+        # Whatever failed above, the brokers the killed run left are stopped.
+        subprocess.run(down_cmd, capture_output=True, timeout=180, check=False)
