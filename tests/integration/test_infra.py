@@ -164,6 +164,9 @@ class LightLoad:
             self._stop.wait(0.25)
 
 
+# CI proves kill -9, restart and failover on both brokers with the tiny kill-9 scenarios
+# (tests/integration/scenarios); the nightly job runs this longer check too.
+@pytest.mark.nightly
 @pytest.mark.parametrize("broker", ["pulsar", "rocketmq"])
 def test_standalone_health_10k_kill9_restart_supervised(
     make_infra: Callable[[str], Infra], broker: Broker
@@ -204,6 +207,9 @@ def test_standalone_health_10k_kill9_restart_supervised(
     infra.check_health(broker)
 
 
+# CI proves kill -9, restart and failover on both brokers with the tiny kill-9 scenarios
+# (tests/integration/scenarios); the nightly job runs this longer check too.
+@pytest.mark.nightly
 @pytest.mark.parametrize("broker", ["pulsar", "rocketmq"])
 def test_cluster_kill9_one_broker_other_keeps_serving(
     make_infra: Callable[[str], Infra], broker: Broker
