@@ -151,7 +151,11 @@ def test_send_frequency_rises_then_flattens(quick_run: Run, broker: str) -> None
         )
         # A message is sent at or after its intended time: every percentile of the intended
         # latency is at least the same percentile of the actual one.
-        assert lat["count"] == actual["count"] > 0
+        # Both are recorded per acknowledgement; the JVM engine cuts its two histograms at an
+        # interval's end one after the other, so a few acks at the window's edges may fall on
+        # either side (4 of 3,000 measured): equal within 0.5%.
+        assert actual["count"] > 0
+        assert abs(lat["count"] - actual["count"]) <= max(2, 0.005 * actual["count"])
         assert lat["p99"] >= actual["p99"] and lat["p50"] >= actual["p50"], r["step_id"]
     ramp_spec = quick_profile("send-frequency").ramp
     ramp = [r for r in steps(quick_run, "send-frequency", broker) if r["params"]["phase"] == "ramp"]
