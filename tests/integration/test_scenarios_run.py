@@ -285,25 +285,30 @@ def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+def _bench_run(out: Path, infra_dir: Path) -> list[str]:
+    """`bench run` of the subscribe-frequency scenario on Pulsar, as a user starts it."""
+    return [
+        sys.executable,
+        "-m",
+        "bench",
+        "run",
+        str(SCENARIO_DIR / "subscribe-frequency.yaml"),
+        "--broker",
+        "pulsar",
+        "--out",
+        str(out),
+        "--infra-dir",
+        str(infra_dir),
+        "--port-offset",
+        str(PORT_OFFSET + 8000),
+    ]
+
+
 def test_sigint_mid_run_keeps_finished_steps_and_stops_brokers(tmp_path: Path) -> None:
     infra_dir = tmp_path / "infra"
     out = tmp_path / "runs"
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bench",
-            "run",
-            str(SCENARIO_DIR / "subscribe-frequency.yaml"),
-            "--broker",
-            "pulsar",
-            "--out",
-            str(out),
-            "--infra-dir",
-            str(infra_dir),
-            "--port-offset",
-            str(PORT_OFFSET + 8000),
-        ],
+        _bench_run(out, infra_dir),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -350,21 +355,7 @@ def test_kill_9_of_bench_run_leaves_nothing_the_next_command_does_not_stop(tmp_p
     infra_dir = tmp_path / "infra"
     out = tmp_path / "runs"
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bench",
-            "run",
-            str(SCENARIO_DIR / "subscribe-frequency.yaml"),
-            "--broker",
-            "pulsar",
-            "--out",
-            str(out),
-            "--infra-dir",
-            str(infra_dir),
-            "--port-offset",
-            str(PORT_OFFSET + 8000),
-        ],
+        _bench_run(out, infra_dir),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
