@@ -239,13 +239,17 @@ def wait_exit(record: ProcessRecord, timeout_s: float) -> bool:
 
 
 def stop(record: ProcessRecord, timeout_s: float = 30.0) -> None:
-    """SIGTERM, wait, then SIGKILL: stops exactly this process and waits until it is gone."""
-    if not signal_process(record, signal.SIGTERM):
+    """SIGTERM, wait up to ``timeout_s``, then SIGKILL (``timeout_s`` 0: SIGKILL at once):
+    stops exactly this process and waits until it is gone."""
+    first = signal.SIGTERM if timeout_s > 0 else signal.SIGKILL
+    if not signal_process(record, first):
         _reap(record.pid)
         return
-    if not wait_exit(record, timeout_s):
+    if first == signal.SIGTERM and wait_exit(record, timeout_s):
+        return
+    if first == signal.SIGTERM:
         signal_process(record, signal.SIGKILL)
-        wait_exit(record, 15.0)
+    wait_exit(record, 15.0)
 
 
 def kill9(record: ProcessRecord) -> float:

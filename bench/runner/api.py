@@ -151,7 +151,8 @@ class BrokerSession:
 
     def down(self) -> None:
         if self.settings is not None or self.infra.records():
-            stopped = self.infra.down()
+            # Every scenario's brokers come up fresh: nothing of this data is kept.
+            stopped = self.infra.down(graceful=False)
             if stopped:
                 self.run.event("infra_down", detail={"stopped": stopped})
         self.settings = None

@@ -868,6 +868,6 @@ def _calibrate_one(
     finally:
         progress(f"stopping {broker}")
         try:
-            infra.down()
+            infra.down(graceful=False)  # its own temporary brokers: nothing to keep
         except BenchError as exc:
             progress(f"stopping {broker}: {exc}")

@@ -349,3 +349,37 @@ def test_down_stops_in_reverse_plan_order_and_peers_at_once(tmp_path: Path) -> N
     assert sorted(lines[:2]) == ["term broker-a", "term broker-b"], lines
     assert sorted(lines[2:4]) == ["exit broker-a", "exit broker-b"], lines
     assert lines[4:] == ["term namesrv", "exit namesrv"], lines
+
+
+def test_a_down_that_keeps_nothing_kills_at_once(tmp_path: Path) -> None:
+    # graceful=False (data thrown away next): SIGKILL, so no shutdown handler runs and the
+    # stop does not wait out one (RocketMQ's graceful stop takes 13 s).
+    log = tmp_path / "stopping.txt"
+    script = (
+        "import signal, sys, time\n"
+        "def bye(*_):\n"
+        f"    open({str(log)!r}, 'a').write('term\\n'); time.sleep(5.0); sys.exit(0)\n"
+        "signal.signal(signal.SIGTERM, bye)\n"
+        "time.sleep(60)\n"
+    )
+    spec = ProcessSpec(
+        name="demo/broker",
+        argv=(sys.executable, "-c", script),
+        cwd=str(tmp_path),
+        log=str(tmp_path / "broker.log"),
+    )
+    infra = Infra(tmp_path / "infra")
+    infra._save(
+        {
+            "schema_version": STATE_SCHEMA_VERSION,
+            "brokers": {"demo": {"endpoints": {}, "specs": [spec.to_json()]}},
+        }
+    )
+    record = process.start(spec)
+    infra._set_record(record, spec.name)
+    time.sleep(0.5)  # its SIGTERM handler is installed
+    started = time.monotonic()
+    assert infra.down(graceful=False) == ["demo/broker"]
+    assert time.monotonic() - started < 3.0
+    assert not record.alive()
+    assert not log.exists(), "SIGTERM was sent: the shutdown handler ran"
