@@ -7,8 +7,17 @@ not its publish rate), and one row per step at the end. A value that was not mea
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+_HEADER = ("status", "broker", "scenario", "step", "figures")
+_STATUS_STYLE = {"ok": "green", "skipped": "dim"}
 
 
 def _n(v: Any, fmt: str = ",.0f") -> str:
@@ -71,22 +80,41 @@ def step_line(record: Mapping[str, Any]) -> str:
     return line
 
 
-def run_table(records: Sequence[Mapping[str, Any]]) -> str:
-    """The summary at the end of a run: one row per step."""
+def run_table(records: Sequence[Mapping[str, Any]], *, console: Console | None = None) -> str:
+    """The summary at the end of a run: one row per step.
+
+    A rich table (with its escape codes) when ``console`` (default: one on stdout, where the
+    CLI prints it) is a terminal; plain aligned text otherwise, so logs and pipes stay plain.
+    """
     if not records:
         return "no step finished"
-    rows = [("status", "broker", "scenario", "step", "figures")]
-    for r in records:
-        figures = _figures(r) if r.get("status") != "skipped" and r.get("metrics") else ""
-        rows.append(
-            (
-                str(r.get("status")),
-                str(r.get("broker")),
-                str(r.get("scenario")),
-                str(r.get("step_id"))[:48],
-                figures.rstrip(", "),
-            )
-        )
+    rows = [_row(r) for r in records]
+    if console is None:
+        tty = sys.stdout.isatty()
+        console = Console(force_terminal=None if tty else False)
+    if not console.is_terminal:
+        return _plain([_HEADER, *rows])
+    table = Table(*_HEADER, box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0))
+    for status, *rest in rows:  # Text cells: a "[...]" in a name is not markup
+        style = _STATUS_STYLE.get(status, "bold red")
+        table.add_row(Text(status, style=style), *(Text(cell) for cell in rest))
+    with console.capture() as out:
+        console.print(table)
+    return out.get().rstrip("\n")
+
+
+def _row(r: Mapping[str, Any]) -> tuple[str, str, str, str, str]:
+    figures = _figures(r) if r.get("status") != "skipped" and r.get("metrics") else ""
+    return (
+        str(r.get("status")),
+        str(r.get("broker")),
+        str(r.get("scenario")),
+        str(r.get("step_id"))[:48],
+        figures.rstrip(", "),
+    )
+
+
+def _plain(rows: Sequence[tuple[str, str, str, str, str]]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     return "\n".join(
         "  ".join(cell.ljust(w) for cell, w in zip(row[:4], widths, strict=True)) + "  " + row[4]

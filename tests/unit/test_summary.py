@@ -3,7 +3,11 @@ bounds, nothing unmeasured shown as 0."""
 
 from __future__ import annotations
 
+import io
+import re
 from typing import Any
+
+from rich.console import Console
 
 from bench.runner.summary import run_table, step_line
 
@@ -79,3 +83,21 @@ def test_the_run_table_has_a_row_per_step() -> None:
     lines = table.splitlines()
     assert len(lines) == 3 and lines[0].startswith("status")
     assert "consumed 800 msg/s" in lines[1]
+
+
+def test_the_run_table_is_plain_off_a_terminal_and_a_rich_table_on_one() -> None:
+    records = [
+        _rec("kill-9-recovery", {"unavailability_s": 4.0}, loss={"lost": 0, "duplicated": 0}),
+        _rec("send-frequency", {}, status="failed", step_id="[s2]", error="broker down"),
+    ]
+    plain = run_table(records, console=Console(file=io.StringIO(), force_terminal=False))
+    assert "\x1b" not in plain and plain == run_table(records)  # pytest's stdout: no terminal
+    assert plain.splitlines()[2].split() == ["failed", "pulsar", "send-frequency", "[s2]"]
+
+    rich = run_table(records, console=Console(file=io.StringIO(), force_terminal=True, width=160))
+    assert "\x1b[" in rich  # styled
+    lines = re.sub(r"\x1b\[[0-9;]*m", "", rich).splitlines()
+    assert lines[0].split() == ["status", "broker", "scenario", "step", "figures"]
+    assert set(lines[1]) == {"─"}  # the rule under the header
+    assert "unavailable 4.0 s, lost 0, duplicated 0" in lines[2]
+    assert lines[3].split() == ["failed", "pulsar", "send-frequency", "[s2]"]  # not markup
