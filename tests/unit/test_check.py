@@ -82,6 +82,44 @@ def test_each_broken_invariant_is_one_line(tmp_path: Path) -> None:
     assert res.exit_code == 1 and "broken invariant(s)" in res.output
 
 
+def _rows(sc: str, sid: str, **counts: int) -> dict[str, object]:
+    return {**_series(sid, 0), "scenario": sc, **counts}
+
+
+def test_the_counter_check_reads_failed_sends_oneway_and_a_stitched_count(tmp_path: Path) -> None:
+    """Sent against stored, by what a send means: a failed send may have been stored, ONEWAY has
+    no acks, a count stitched over a restart misses what the broker stored before the kill, a
+    null count is not checked."""
+    w = RunWriter.create(tmp_path, {"synthetic": "test"})
+    recs = [
+        # 40 of 1,000 sends failed; the broker stored 970: between acked and sent, as it must
+        step("subscribe-frequency", "pulsar", "fanout=1", sent=1000, broker_messages_in=970),
+        # ONEWAY: 1,000 sent, none failed, 900 stored
+        step("send-frequency", "rocketmq", "oneway", send_mode="oneway", broker_messages_in=900),
+        # kill -9: 3,000 acknowledged, a count stitched over one restart says 2,900
+        _kill("pulsar", 1, "standalone", broker_messages_in=2900, counter_resets=1),
+        # the broker was down after the drain: null, not checked
+        step("topic-growth", "rocketmq", "topics=100", broker_messages_in=None),
+    ]
+    for r in recs:
+        w.write_step(r)
+    w.write_series(
+        [
+            _rows("subscribe-frequency", recs[0]["step_id"], sent=1000, acked=960, send_errors=40),
+            _rows("send-frequency", recs[1]["step_id"], sent=1000, acked=0),
+            _rows("kill-9-recovery", recs[2]["step_id"], sent=3050, acked=3000, send_errors=50),
+            _rows("topic-growth", recs[3]["step_id"], sent=1000, acked=1000),
+        ]
+    )
+    w.finish()
+    found = {p.step_id: p.text for p in check_run(load_run(w.run_dir)) if p.invariant == "counters"}
+    assert set(found) == {recs[1]["step_id"], recs[2]["step_id"]}, found
+    assert "100 ONEWAY sends that did not fail were never stored" in found[recs[1]["step_id"]]
+    kill = found[recs[2]["step_id"]]
+    assert kill.startswith("client sent 3,050 (50 failed, 3,000 acknowledged), broker stored 2,900")
+    assert "stitched over 1 fall(s) of the broker's counter" in kill
+
+
 def test_report_json_lists_every_dimension(tmp_path: Path) -> None:
     from bench.report.commands import report_cmd
     from tests.unit.synthetic_runs import Spec, make_run
