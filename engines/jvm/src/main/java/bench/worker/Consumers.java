@@ -4,6 +4,7 @@ import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.atomic.LongAdder;
+import java.util.concurrent.locks.Lock;
 
 /** The worker's subscriptions: tracked ones (with a ledger) and added, untracked ones. */
 final class Consumers {
@@ -74,8 +75,14 @@ final class Consumers {
                 int kind = ledger != null ? ledger.record(data) : ConsumerLedger.classify(data, runBytes);
                 switch (kind) {
                     case ConsumerLedger.FIRST -> {
-                        received.increment();
-                        e2e.recordUs(Math.floorDiv(receiveNs - Payload.sendNs(data), 1000L));
+                        Lock together = w.stats.together();
+                        together.lock();
+                        try {
+                            received.increment();
+                            e2e.recordUs(Math.floorDiv(receiveNs - Payload.sendNs(data), 1000L));
+                        } finally {
+                            together.unlock();
+                        }
                     }
                     case ConsumerLedger.DUPLICATE -> {
                         received.increment();

@@ -4,6 +4,7 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.LongAdder;
+import java.util.concurrent.locks.Lock;
 import java.util.concurrent.locks.LockSupport;
 
 /**
@@ -233,9 +234,15 @@ final class Senders {
         long now = System.nanoTime();
         consecutiveErrors = 0;
         slot.ledger.recordAcked(seq);
-        acked.increment();
-        publish.recordSpanNs(now - sendMono);
-        if (intendedNs != Long.MIN_VALUE) publishIntended.recordSpanNs(now - intendedNs);
+        Lock together = w.stats.together();
+        together.lock();
+        try {
+            acked.increment();
+            publish.recordSpanNs(now - sendMono);
+            if (intendedNs != Long.MIN_VALUE) publishIntended.recordSpanNs(now - intendedNs);
+        } finally {
+            together.unlock();
+        }
     }
 
     private void failed(Slot slot, long seq, Throwable e, String op) {
