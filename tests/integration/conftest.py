@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -22,6 +25,11 @@ from bench.infra.ports import wait_closed
 PORT_OFFSET = int(os.environ.get("BENCH_TEST_PORT_OFFSET", "10000"))
 
 _created: list[Infra] = []
+
+SCENARIO_DIR = Path(os.environ.get("BENCH_TEST_SCENARIO_DIR", "tests/integration/scenarios"))
+QUICK_RUN_PORT_OFFSET = PORT_OFFSET + 6000
+QUICK_RUN_TIMEOUT_S = 1800.0
+_wants_quick_run = False
 
 
 def _sigterm_is_interrupt(signum: int, frame: object) -> None:
@@ -45,6 +53,85 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.skip(reason="nightly only (BENCH_NIGHTLY=1 runs it)"))
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    global _wants_quick_run
+    _wants_quick_run = not os.environ.get("BENCH_TEST_QUICK_RUN_DIR") and any(
+        "quick_run" in getattr(item, "fixturenames", ()) for item in session.items
+    )
+
+
+class BackgroundRun:
+    """`bench run` of the tiny scenario set, started with the first integration test and
+    running beside the others (it mostly waits on brokers: kills, restarts, timeouts). Its
+    ports (offset QUICK_RUN_PORT_OFFSET) are apart from every other test's."""
+
+    def __init__(self, out: Path, infra_root: Path, log: Path) -> None:
+        self.out, self.log = out, log
+        with log.open("wb") as sink:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "bench",
+                    "run",
+                    *map(str, sorted(SCENARIO_DIR.glob("*.yaml"))),
+                    "--profile",
+                    "quick",
+                    "--out",
+                    str(out),
+                    "--infra-dir",
+                    str(infra_root),
+                    "--port-offset",
+                    str(QUICK_RUN_PORT_OFFSET),
+                ],
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                # Its own SIGINT/SIGTERM handling stops its brokers; it gets them from stop().
+                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+            )
+
+    def wait(self) -> Path:
+        """The run directory once `bench run` has ended (exit 0 or 1: the tests judge the
+        steps); fails with the end of its output otherwise."""
+        try:
+            code = self.proc.wait(QUICK_RUN_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            code = None
+        runs = sorted(self.out.glob("*/run.json"))
+        tail = self.log.read_text(errors="replace")[-4000:]
+        assert code in (0, 1) and runs, f"bench run ended with {code}:\n{tail}"
+        return runs[-1].parent
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)  # stops its load and its brokers
+            try:
+                self.proc.wait(120)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def background_quick_run(
+    tmp_path_factory: pytest.TempPathFactory, no_orphans: None
+) -> Iterator[BackgroundRun | None]:
+    # After no_orphans is set up, so it is stopped before no_orphans looks for leftovers.
+    if not _wants_quick_run:
+        yield None
+        return
+    base = tmp_path_factory.mktemp("quick-run")
+    run = BackgroundRun(base / "runs", base / "infra", base / "bench-run.log")
+    started = time.monotonic()
+    try:
+        yield run
+    finally:
+        run.stop()
+        print(f"\nbackground quick run: {time.monotonic() - started:.0f} s, log {run.log}")
+
+
 @pytest.fixture
 def make_infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str], Infra]]:
     """Create Infra objects in temp dirs; every one is brought down after the test."""
@@ -58,7 +145,9 @@ def make_infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[s
 
     yield make
     for infra in mine:
-        infra.down()
+        # Temp dirs: nothing to keep. `bench infra down` (graceful) is run on real brokers by
+        # test_kill_9_of_bench_run_leaves_nothing_the_next_command_does_not_stop.
+        infra.down(graceful=False)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -8,6 +8,7 @@ last for their broker.
 from __future__ import annotations
 
 import json
+import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -48,7 +49,7 @@ def infra(
         infra.up(InfraSettings(brokers=(cast(Broker, broker),), port_offset=PORT_OFFSET))
         yield broker, infra
     finally:
-        infra.down()
+        infra.down(graceful=False)
 
 
 def _driver(broker: str, infra: Infra, path: str | None = None) -> Driver:
@@ -273,13 +274,25 @@ def test_rocketmq_oneway_sends_arrive(infra: tuple[str, Infra]) -> None:
     assert stored["messages_in"] == sent, "the broker stored every ONEWAY message"
 
 
+def _calibrate_engine(broker: str) -> str:
+    # RocketMQ has three paths (proxy, direct async, direct ONEWAY), each a native and a bench
+    # run per engine: CI measures them with the JVM engine (the default), the nightly job with
+    # both; Pulsar's two rows take both engines everywhere.
+    if broker == "rocketmq" and os.environ.get("BENCH_NIGHTLY") != "1":
+        return "jvm"
+    return "all"
+
+
 def test_calibrate_json_end_to_end(infra: tuple[str, Infra]) -> None:
     broker, inf = infra
+    engine = _calibrate_engine(broker)
     result = CliRunner().invoke(
         calibrate_cmd,
         [
             "--broker",
             broker,
+            "--engine",
+            engine,
             "--json",
             "--seconds",
             "4",
@@ -304,8 +317,8 @@ def test_calibrate_json_end_to_end(infra: tuple[str, Infra]) -> None:
             ("rocketmq", "direct", "oneway"),
         }
     )
-    engines = {"python", "jvm"}
-    want = {(*e, engine) for e in expected for engine in engines if e[1] != "bare"}
+    engines = {"python", "jvm"} if engine == "all" else {engine}
+    want = {(*e, name) for e in expected for name in engines if e[1] != "bare"}
     want |= {(*e, "python") for e in expected if e[1] == "bare"}
     assert {(r["broker"], r["path"], r["send_mode"], r["engine"]) for r in rows} == want
     for bare in [r for r in rows if r["path"] == "bare"]:
@@ -356,16 +369,18 @@ def test_producers_survive_a_kill_9_and_restart(infra: tuple[str, Infra]) -> Non
         assert before > 0
         inf.kill9(target)
         inf.restart(target)
-        # Clients reconnect by themselves; acknowledgements must resume.
-        after = _acked_within(pool, 60.0)
+        # Clients reconnect by themselves; acknowledgements must resume (polled: the test ends
+        # at the first one).
+        after = _acked_within(pool, 60.0, first=True)
         assert not pool.failures, pool.failures
         assert after > 0, "no send was acknowledged after the broker came back"
         pool.stop()
 
 
-def _acked_within(pool: WorkerPool, seconds: float) -> int:
+def _acked_within(pool: WorkerPool, seconds: float, *, first: bool = False) -> int:
+    """Acknowledgements within ``seconds`` (``first``: returns at the first ones)."""
     acked = 0
     deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not (first and acked):
         acked += sum(s.counters.get(ACKED, 0) for s in pool.poll(0.5))
     return acked

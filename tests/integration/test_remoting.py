@@ -44,7 +44,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         ep = infra.endpoints("rocketmq")
         yield Cluster(ep.namesrv, ep.broker_addrs["broker-a"])
     finally:
-        infra.down()
+        infra.down(graceful=False)
 
 
 @pytest.fixture

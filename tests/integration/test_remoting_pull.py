@@ -39,7 +39,7 @@ def rmq(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Infra, Endpo
         infra.up(InfraSettings(brokers=("rocketmq",), port_offset=PORT_OFFSET + 500), fresh=True)
         yield infra, infra.endpoints("rocketmq")
     finally:
-        infra.down()
+        infra.down(graceful=False)
 
 
 def _create(ep: Endpoints, *topics: str) -> None:

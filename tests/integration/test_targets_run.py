@@ -95,7 +95,7 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
             "secrets": [token, os.environ[SECRET_KEY_ENV]],
         }
     finally:
-        infra.down()
+        infra.down(graceful=False)
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)
