@@ -880,9 +880,37 @@ def _when(t: Any) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t))
 
 
-def _steps_table(steps: pd.DataFrame) -> Table:
+def _stored_cell(r: Mapping[str, Any], why: Mapping[tuple[str, str, str], str]) -> str:
+    """The broker's count of what a step stored; stitched across restarts, or why unknown."""
+    stored = _value(r, "broker_messages_in")
+    if stored is None:
+        reason = why.get((str(r["run_id"]), str(r["scenario"]), str(r["step_id"])))
+        return f"unknown: {reason}" if reason else "-"
+    resets = _value(r, "counter_resets")
+    cell = fmt(int(stored))
+    if resets:
+        cell += f" (stitched over {fmt(int(resets))} counter fall(s): a restart)"
+    return cell
+
+
+def _steps_table(
+    steps: pd.DataFrame, series: pd.DataFrame | None = None, events: pd.DataFrame | None = None
+) -> Table:
+    sent: dict[tuple[str, str, str], int] = {}
+    if series is not None and len(series):
+        sums = series.groupby(["run_id", "scenario", "step_id"])["sent"].sum()
+        sent = {(str(a), str(b), str(c)): int(v) for (a, b, c), v in sums.items()}
+    # Why a step's broker count is unknown: the runner's warning event for it.
+    why: dict[tuple[str, str, str], str] = {}
+    if events is not None and len(events):
+        for e in events[events["kind"] == "warning"].to_dict("records"):
+            d = e.get("detail")
+            if isinstance(d, Mapping) and d.get("counter") == "broker_messages_in":
+                key = (str(e["run_id"]), str(e["scenario"]), str(e["step_id"]))
+                why[key] = str(d.get("message") or "")
     rows = []
     for r in steps.sort_values(["scenario", "broker", "index"]).to_dict("records"):
+        key = (str(r["run_id"]), str(r["scenario"]), str(r["step_id"]))
         rows.append(
             [
                 str(r["scenario"]),
@@ -893,6 +921,8 @@ def _steps_table(steps: pd.DataFrame) -> Table:
                 fmt(_value(r, "consume_tps")),
                 fmt(_value(r, "publish_latency_us.p99")),
                 fmt(_value(r, "send_errors")),
+                fmt(sent.get(key)),
+                _stored_cell(r, why),
                 str(_value(r, "error") or ""),
             ]
         )
@@ -907,9 +937,15 @@ def _steps_table(steps: pd.DataFrame) -> Table:
             "consume TPS",
             "publish p99 us",
             "send errors",
+            "sent, whole step",
+            "broker stored, whole step",
             "error",
         ],
         rows,
+        note="Publish and consume TPS, p99 and send errors: the measured window. Sent (the "
+        "client's count) and broker stored (the broker's own count on the step's topics): the "
+        "whole step, from just before the load to the end of the drain, warm-up included, the "
+        "span bench check compares them over.",
     )
 
 
@@ -979,7 +1015,7 @@ def build_context(
         "sections": sections,
         "kind_titles": KIND_TITLES,
         "environment": _environment(runs),
-        "steps_table": _steps_table(steps) if len(steps) else None,
+        "steps_table": _steps_table(steps, series, events) if len(steps) else None,
         "title_of": title,
         "events": _events_table(events),
     }

@@ -12,9 +12,11 @@ lower bound, ``unavailability_at_least_s``.
 Besides the workers' per-second series, a probe in this process sends one message every 50 ms
 on the same path and records when each send completed and how; the unavailability window (kill
 to the first acknowledged publish sent after the kill) and the time to the first client error
-come from it, at 50 ms resolution rather than a second. The probe thread also samples the
-broker's own message counter once a second, so a counter that resets with the restart is
-detected and stitched rather than read as a drop.
+come from it, at 50 ms resolution rather than a second. Beside it, a thread of the probe's reads
+the broker's own count of what the step's topics stored once a second (and the step reads it
+just before the kill), so a counter that restarts from 0 with the broker is stitched rather
+than read as a drop: ``broker_messages_in`` over the step's edges, and ``counter_resets``, the
+readings at which it fell (:class:`~bench.runner.send_frequency.BrokerCount`).
 """
 
 from __future__ import annotations
@@ -31,7 +33,6 @@ from bench.drivers.rocketmq.acl import remoting_client
 from bench.engines.spec import CONSUMER_RESTARTS
 from bench.errors import DriverError
 from bench.infra.health import http_get_json
-from bench.metrics.counters import MonotonicCounter
 from bench.runner.common import (
     base_spec,
     create_topics,
@@ -44,6 +45,7 @@ from bench.runner.common import (
 )
 from bench.runner.load import run_load
 from bench.runner.record import loss_totals
+from bench.runner.send_frequency import BrokerCount
 from bench.scenarios.model import KillRecoveryProfile
 
 if TYPE_CHECKING:
@@ -58,25 +60,34 @@ KILL_DRAIN_STALL_S = 30.0  # a drain with no message arriving for this long ends
 
 @dataclass
 class Probe:
-    """Sends a small message every 50 ms and keeps (sent_at, done_at, ok) for each."""
+    """Sends a small message every 50 ms and keeps (sent_at, done_at, ok) for each; reads the
+    broker's count of what ``stats_topics`` stored (``count``) once a second meanwhile."""
 
     driver: Driver
     topic: str
     stats_topics: list[str]
     results: list[tuple[float, float, bool]] = field(default_factory=list)
-    counter: MonotonicCounter = field(default_factory=lambda: MonotonicCounter("messages_in"))
     stopped_at: float | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
+    def __post_init__(self) -> None:
+        self.count = BrokerCount(self.driver, self.stats_topics, stitch=True)
+
     def start(self) -> Probe:
+        """Read the count's first edge, then start sending and reading."""
+        self.count.start()
         self._thread = threading.Thread(target=self._run, name="kill9-probe", daemon=True)
         self._thread.start()
+        self.count.sample_every(1.0)
         return self
 
     def stop(self) -> None:
-        self.stopped_at = time.time()
+        """Stop sending and reading (idempotent)."""
+        if self.stopped_at is None:
+            self.stopped_at = time.time()
         self._stop.set()
+        self.count.stop_sampling()
         self._thread.join(timeout=60)
 
     def _done(self, sent_at: float) -> Any:
@@ -89,7 +100,6 @@ class Probe:
     def _run(self) -> None:
         client = self.driver.new_client()
         producer = self.driver.producer(self.topic, "async", client)
-        next_stats = 0.0
         try:
             for _ in range(int(3600 / PROBE_INTERVAL_S)):  # bounded: an hour at most
                 if self._stop.is_set():
@@ -100,14 +110,6 @@ class Probe:
                 except Exception:
                     with self._lock:
                         self.results.append((now, time.time(), False))
-                if now >= next_stats:
-                    next_stats = now + 1.0
-                    # The broker is down while this fails: no sample then, by design.
-                    with contextlib.suppress(Exception):
-                        self.counter.update(
-                            self.driver.broker_stats(self.stats_topics).get("messages_in", 0),
-                            time.time_ns(),
-                        )
                 self._stop.wait(PROBE_INTERVAL_S)
         finally:
             try:
@@ -287,6 +289,7 @@ def run_step(ctx: StepContext) -> dict[str, Any]:
     state: dict[str, Any] = {"killed_at": None, "restarted_at": None, "restart_error": None}
     faults = _Faults(ctx.infra)
     restarter: threading.Thread | None = None
+    started_probes: list[Probe] = []  # stopped whatever happens
     try:
         creation = create_topics(driver, topics, concurrency=8)
         if creation.errors:
@@ -295,6 +298,7 @@ def run_step(ctx: StepContext) -> dict[str, Any]:
             ctx, driver, victims, f"k9p{step.index}", faults
         )
         probe = Probe(driver, probe_topic, topics).start()
+        started_probes.append(probe)
         meter = start_meter(ctx, prof.warmup_s)
         spec = base_spec(
             ctx,
@@ -309,6 +313,7 @@ def run_step(ctx: StepContext) -> dict[str, Any]:
         def restart() -> None:
             try:
                 state["restarted_at"] = faults.restart(target)
+                probe.count.sample_soon()
                 ctx.event("restart", detail={"process": target, "policy": "manual"})
             except Exception as exc:
                 state["restart_error"] = str(exc)
@@ -318,6 +323,9 @@ def run_step(ctx: StepContext) -> dict[str, Any]:
             if state["killed_at"] is None and elapsed >= prof.kill_after_s:
                 if policy == "supervised":
                     faults.supervise(target)
+                # What the broker stored up to the kill: a counter that restarts from 0 loses
+                # what it counted since its last reading.
+                probe.count.sample()
                 state["killed_at"], detail = faults.kill(target)
                 ctx.event("kill", detail=detail)
                 if policy == "supervised":
@@ -336,6 +344,7 @@ def run_step(ctx: StepContext) -> dict[str, Any]:
                 back = faults.restarted()
                 if back is not None:
                     state["restarted_at"] = back[0]
+                    probe.count.sample_soon()
                     ctx.event("supervisor_restart", detail={"process": target, "pid": back[1]})
 
         def until(elapsed: float) -> bool:
@@ -381,7 +390,10 @@ def run_step(ctx: StepContext) -> dict[str, Any]:
             progress_tick=ctx.progress.tick,
         )
         probe.stop()
+        probe.count.end()
     finally:
+        for running in started_probes:
+            running.stop()  # already stopped, unless the load failed
         faults.stop()
         if restarter is not None:
             restarter.join(timeout=RESTART_CAP_S)
@@ -455,7 +467,9 @@ def run_step(ctx: StepContext) -> dict[str, Any]:
         "unavailability_at_least_s": at_least,
         "time_to_recover_tps_s": recover,
         "clients_recovered": clients_recovered,
-        "counter_resets": len(probe.counter.resets),
+        **probe.count.record(ctx),
+        # None with the count: an edge was not read, so a fall may have gone unseen.
+        "counter_resets": None if probe.count.stored is None else probe.count.falls,
     }
     loss = loss_totals(result.ledgers)
     problems = []

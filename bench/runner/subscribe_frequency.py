@@ -1,5 +1,7 @@
 """subscribe-frequency: fan-out (subscriptions per topic) and churn (subscribe/unsubscribe
-operations per second) under a fixed publish load (DESIGN.md section 3.3)."""
+operations per second) under a fixed publish load (DESIGN.md section 3.3). The broker's own count
+of what the step's topics stored, from the load's start to the drain's end, is
+``broker_messages_in`` (subscriptions do not change it)."""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from bench.runner.common import (
 )
 from bench.runner.load import run_load
 from bench.runner.record import loss_totals
+from bench.runner.send_frequency import BrokerCount
 from bench.scenarios.model import SubscribeFrequencyProfile
 
 if TYPE_CHECKING:
@@ -38,34 +41,37 @@ def run_step(ctx: StepContext) -> dict[str, Any]:
     topics = step_topic_names(ctx, "sub", prof.topics)
     with open_step_driver(ctx) as driver:
         creation = create_topics(driver, topics, concurrency=8)
-    if creation.errors:
-        raise DriverError(f"could not create the topics: {creation.first_error}")
-    meter = start_meter(ctx, prof.warmup_s)
-    # Fan-out: `fanout` subscriptions per topic, all reconciled by the ledger. Churn: the base
-    # fan-out stays, and subscriptions come and go at `churn` operations per second on top.
-    subs = fanout if sweep == "fanout" else prof.churn_base_fanout
-    spec = base_spec(
-        ctx,
-        topics,
-        rate_per_s=prof.publish_rate_per_s,
-        subscriptions_per_topic=subs,
-        warmup_s=prof.warmup_s,
-        producers_per_topic=1,
-    )
-    churning = {"on": False}
+        if creation.errors:
+            raise DriverError(f"could not create the topics: {creation.first_error}")
+        meter = start_meter(ctx, prof.warmup_s)
+        # Fan-out: `fanout` subscriptions per topic, all reconciled by the ledger. Churn: the
+        # base fan-out stays, and subscriptions come and go at `churn` operations per second.
+        subs = fanout if sweep == "fanout" else prof.churn_base_fanout
+        spec = base_spec(
+            ctx,
+            topics,
+            rate_per_s=prof.publish_rate_per_s,
+            subscriptions_per_topic=subs,
+            warmup_s=prof.warmup_s,
+            producers_per_topic=1,
+        )
+        churning = {"on": False}
 
-    def on_tick(elapsed: float, pool: Any) -> None:
-        if churn and not churning["on"] and elapsed >= prof.warmup_s:
-            churning["on"] = True
-            pool.churn(churn)
+        def on_tick(elapsed: float, pool: Any) -> None:
+            if churn and not churning["on"] and elapsed >= prof.warmup_s:
+                churning["on"] = True
+                pool.churn(churn)
 
-    result = run_load(
-        load_plan(ctx, spec, topics),
-        meter,
-        prof.duration_s,
-        on_tick=on_tick if churn else None,
-        progress_tick=ctx.progress.tick,
-    )
+        count = BrokerCount(driver, topics)
+        count.start()
+        result = run_load(
+            load_plan(ctx, spec, topics),
+            meter,
+            prof.duration_s,
+            on_tick=on_tick if churn else None,
+            progress_tick=ctx.progress.tick,
+        )
+        count.end()
     # Subscribe figures come from every phase: fan-out subscribes before the load starts.
     everything = merge([t.stats for t in meter.ticks]) if meter.ticks else None
     measured, _ = meter.window()
@@ -82,6 +88,7 @@ def run_step(ctx: StepContext) -> dict[str, Any]:
         else None,
         "subscribe_failures": sum(v for k, v in errors.items() if k.startswith("subscribe.")),
         "churn_ops": c_win.get(SUBSCRIBED, 0) + c_win.get(UNSUBSCRIBED, 0) if churn else 0,
+        **count.record(ctx),
     }
     if result.hook_results.get("worker_failures"):
         ctx.event("error", detail={"worker_failures": result.hook_results["worker_failures"]})

@@ -5,6 +5,8 @@ Topics accumulate within a step group (one group per Pulsar bundle count): each 
 the topics that take the total to its ``topic_count``, samples lookups over every topic so far,
 and measures a steady load on the first ``active_topics``. In ``create_under_load`` mode the
 load runs while the topics are created (the seed's "topics added while the broker runs").
+``broker_messages_in`` is what the broker stored on the active topics between the load's
+start and the drain's end.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from bench.runner.common import (
 from bench.runner.load import run_load
 from bench.runner.measure import latency
 from bench.runner.record import loss_totals, skipped_record, step_record
+from bench.runner.send_frequency import BrokerCount
 from bench.scenarios.model import TopicGrowthProfile
 
 if TYPE_CHECKING:
@@ -138,6 +141,7 @@ def _run_step(ctx: StepContext) -> dict[str, Any]:
             subscriptions_per_topic=1,
             producers_per_topic=1,
         )
+        stored = BrokerCount(driver, active)
         if prof.mode == "create_under_load":
             worker = threading.Thread(target=create_and_look_up, name="topic-create", daemon=True)
             started_creating = {"t": 0.0}
@@ -148,6 +152,7 @@ def _run_step(ctx: StepContext) -> dict[str, Any]:
                     worker.start()
 
             try:
+                stored.start()
                 result = run_load(
                     load_plan(ctx, spec, active),
                     meter,
@@ -158,17 +163,21 @@ def _run_step(ctx: StepContext) -> dict[str, Any]:
                 if not started_creating["t"]:
                     worker.start()
                 worker.join(timeout=CREATE_JOIN_S)
+                # Nothing sends after the drain: read once creation no longer loads the broker.
+                stored.end()
             finally:
                 # Interrupted or failed: the creator stops at its next topic, not 100,000 later.
                 abandon.set()
         else:
             create_and_look_up()
+            stored.start()
             result = run_load(
                 load_plan(ctx, spec, active),
                 meter,
                 prof.duration_s,
                 progress_tick=ctx.progress.tick,
             )
+            stored.end()
     if crashed:
         raise crashed[0]
     if "c" not in creation:
@@ -189,6 +198,7 @@ def _run_step(ctx: StepContext) -> dict[str, Any]:
         "pulsar_bundles": int(bundles) if bundles else None,
         "create_batch_size": batch,
         "create_stopped": c.stopped_early,
+        **stored.record(ctx),
     }
     if c.errors:
         ctx.event("warning", detail=f"{c.errors} topic creations failed, first: {c.first_error}")
