@@ -435,13 +435,17 @@ def run_cmd(
     addrs = [a.strip() for a in (worker_addrs or "").split(",") if a.strip()]
     if k8s_workers is not None and addrs:
         raise click.UsageError("--workers and --k8s: give one of them")
-    with _k8s_workers(k8s_workers, targets_file, k8s_image, k8s_namespace) as pods:
+    # The live line is erased before anything else is printed, an error included.
+    with (
+        _k8s_workers(k8s_workers, targets_file, k8s_image, k8s_namespace) as pods,
+        Progress() as progress,
+    ):
         run_dir = run_scenarios(
             list(files),
             brokers=names,
             profile=profile,
             out_dir=out_dir,
-            progress=Progress(),
+            progress=progress,
             infra_root=infra_dir,
             port_offset=port_offset,
             only=parse_only(only_specs),
