@@ -24,7 +24,7 @@ public final class Main {
     public static void main(String[] args) throws Exception {
         Protocol protocol = new Protocol(new BufferedOutputStream(new FileOutputStream(FileDescriptor.out), 1 << 16));
         System.setOut(new PrintStream(new FileOutputStream(FileDescriptor.err), true, StandardCharsets.UTF_8));
-        quietLogging();
+        clientProperties();
         BlockingQueue<String> commands = new LinkedBlockingQueue<>();
         Thread reader = new Thread(() -> readStdin(commands), "stdin");
         reader.setDaemon(true);
@@ -112,7 +112,8 @@ public final class Main {
         Runtime.getRuntime().halt(2);
     }
 
-    private static void quietLogging() {
+    /** Client libraries: logs to stderr at WARN, binary remoting headers, prompt rebalances. */
+    private static void clientProperties() {
         System.setProperty("org.slf4j.simpleLogger.logFile", "System.err");
         System.setProperty("org.slf4j.simpleLogger.defaultLogLevel", "warn");
         System.setProperty("org.slf4j.simpleLogger.showDateTime", "true");
@@ -125,5 +126,12 @@ public final class Main {
         System.setProperty("rocketmq.client.logUseSlf4j", "false");
         // Remoting headers in RocketMQ's binary encoding rather than JSON (less CPU per send).
         if (System.getProperty("rocketmq.serialize.type") == null) System.setProperty("rocketmq.serialize.type", "ROCKETMQ");
+        // A push consumer's first rebalance fails when its heartbeat has not reached the broker
+        // yet (several consumers starting on one client instance skip each other's heartbeat);
+        // the next one comes after waitInterval, 20 s by default, so a consumer of a short step
+        // could receive nothing at all. 2 s bounds that wait; a rebalance of a few queues is cheap.
+        if (System.getProperty("rocketmq.client.rebalance.waitInterval") == null) {
+            System.setProperty("rocketmq.client.rebalance.waitInterval", "2000");
+        }
     }
 }
