@@ -20,6 +20,7 @@ import pytest
 
 from bench.infra.manager import Infra
 from bench.infra.ports import wait_closed
+from bench.infra.topology import Broker, InfraSettings
 
 # Far from the defaults so a user's own `bench infra up` and these tests never collide.
 PORT_OFFSET = int(os.environ.get("BENCH_TEST_PORT_OFFSET", "10000"))
@@ -130,6 +131,34 @@ def background_quick_run(
     finally:
         run.stop()
         print(f"\nbackground quick run: {time.monotonic() - started:.0f} s, log {run.log}")
+
+
+def _shared(
+    tmp_path_factory: pytest.TempPathFactory, broker: Broker, offset: int, *, proxy: bool = False
+) -> Iterator[Infra]:
+    infra = Infra(tmp_path_factory.mktemp(f"shared-{broker}"))
+    _created.append(infra)
+    try:
+        infra.up(
+            InfraSettings(brokers=(broker,), port_offset=PORT_OFFSET + offset, proxy=proxy),
+            fresh=True,
+        )
+        yield infra
+    finally:
+        infra.down(graceful=False)
+
+
+# One standalone broker of each type for every module that needs a plain one (drivers, JVM
+# worker, remoting, pull consumer): tests name their topics and groups uniquely, and a test
+# that kills the broker restarts it before it ends.
+@pytest.fixture(scope="session")
+def shared_pulsar(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Infra]:
+    yield from _shared(tmp_path_factory, "pulsar", 300, proxy=True)  # the proxy path too
+
+
+@pytest.fixture(scope="session")
+def shared_rocketmq(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Infra]:
+    yield from _shared(tmp_path_factory, "rocketmq", 400)
 
 
 @pytest.fixture

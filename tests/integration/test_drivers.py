@@ -1,8 +1,7 @@
 """Both drivers and the worker pool against real brokers (no fakes stand in for a broker here).
 
-One standalone broker at a time: a module-scoped fixture brings it up through ``bench.infra``
-(port offset 12000, its own temp dir) and always brings it down. Tests that kill the broker run
-last for their broker.
+Each broker is the session's shared standalone one (``shared_pulsar``, ``shared_rocketmq`` in
+conftest). Tests that kill the broker run last for their broker and restart it.
 """
 
 from __future__ import annotations
@@ -11,7 +10,6 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import cast
 
@@ -23,33 +21,20 @@ from bench.engines.pool import WorkerPool
 from bench.engines.protocol import Engine
 from bench.engines.spec import LoadSpec, split_topics
 from bench.infra.manager import Infra
-from bench.infra.topology import Broker, InfraSettings
+from bench.infra.topology import Broker
 from bench.metrics.intervals import ACKED, SENT, IntervalStats, merge
 from bench.runner.calibrate import calibrate_cmd
 
 pytestmark = pytest.mark.integration
 
-PORT_OFFSET = 12000
 PATHS = {"pulsar": "direct", "rocketmq": "proxy"}
-
-try:  # the session guard in conftest checks that every infra it knows of is down at the end
-    from tests.integration.conftest import _created as _guarded
-except ImportError:  # pragma: no cover - run outside the package layout
-    _guarded = []
 
 
 @pytest.fixture(scope="module", params=["pulsar", "rocketmq"])
-def infra(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[str, Infra]]:
+def infra(request: pytest.FixtureRequest) -> tuple[str, Infra]:
     broker: str = request.param
-    infra = Infra(tmp_path_factory.mktemp(f"drivers-{broker}"))
-    _guarded.append(infra)
-    try:
-        infra.up(InfraSettings(brokers=(cast(Broker, broker),), port_offset=PORT_OFFSET))
-        yield broker, infra
-    finally:
-        infra.down(graceful=False)
+    shared: Infra = request.getfixturevalue(f"shared_{broker}")
+    return broker, shared
 
 
 def _driver(broker: str, infra: Infra, path: str | None = None) -> Driver:
@@ -225,7 +210,7 @@ def test_the_ledger_is_exact_across_engines(
 
 def test_sync_sends_through_the_other_path(infra: tuple[str, Infra]) -> None:
     broker, inf = infra
-    # Pulsar runs without its proxy here; for RocketMQ "direct" is remoting to the broker.
+    # Pulsar: its direct path (test_jvm_worker takes the proxy); RocketMQ: remoting to the broker.
     path = "direct"
     topics = _names("sync", 2)
     with _driver(broker, inf) as driver:

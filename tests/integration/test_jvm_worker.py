@@ -25,13 +25,11 @@ from bench.engines import protocol as p
 from bench.engines.jvm import JvmWorker, ensure_built
 from bench.engines.spec import LoadSpec
 from bench.infra.manager import Infra
-from bench.infra.topology import Endpoints, InfraSettings
+from bench.infra.topology import Endpoints
 from bench.metrics import histograms
 from bench.metrics.intervals import IntervalStats
 from bench.metrics.ledger import LedgerBook
 from bench.runner.rate import FakeClock, OpenLoopSchedule
-from tests.integration import conftest
-from tests.integration.conftest import PORT_OFFSET
 
 pytestmark = pytest.mark.integration
 
@@ -41,31 +39,14 @@ def jvm() -> JvmWorker:
     return ensure_built()
 
 
-def _infra(tmp: pytest.TempPathFactory, broker: str, offset: int) -> Iterator[Endpoints]:
-    infra = Infra(tmp.mktemp(f"jvmw-{broker}"))
-    conftest._created.append(infra)  # the session guard checks it like make_infra's
-    try:
-        infra.up(
-            InfraSettings(
-                brokers=(broker,),  # type: ignore[arg-type]
-                port_offset=PORT_OFFSET + offset,
-                proxy=broker == "pulsar",  # the proxy path is tested too
-            ),
-            fresh=True,
-        )
-        yield infra.endpoints(broker)  # type: ignore[arg-type]
-    finally:
-        infra.down(graceful=False)
+@pytest.fixture(scope="module")
+def pulsar(shared_pulsar: Infra) -> Endpoints:
+    return shared_pulsar.endpoints("pulsar")
 
 
 @pytest.fixture(scope="module")
-def pulsar(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoints]:
-    yield from _infra(tmp_path_factory, "pulsar", 300)
-
-
-@pytest.fixture(scope="module")
-def rocketmq(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoints]:
-    yield from _infra(tmp_path_factory, "rocketmq", 400)
+def rocketmq(shared_rocketmq: Infra) -> Endpoints:
+    return shared_rocketmq.endpoints("rocketmq")
 
 
 class Worker:

@@ -16,7 +16,6 @@ import pytest
 
 from bench.errors import BrokerUnavailable, DriverError
 from bench.infra.manager import Infra
-from bench.infra.topology import InfraSettings
 from bench.protocol.remoting import (
     RemotingClient,
     RemotingConnection,
@@ -24,7 +23,6 @@ from bench.protocol.remoting import (
     TopicNotFound,
     pipelined,
 )
-from tests.integration.conftest import PORT_OFFSET
 
 pytestmark = pytest.mark.integration
 
@@ -36,15 +34,10 @@ class Cluster:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """RocketMQ standalone (name server + broker-a) brought up through bench.infra."""
-    infra = Infra(tmp_path_factory.mktemp("remoting-infra"))
-    try:
-        infra.up(InfraSettings(brokers=("rocketmq",), port_offset=PORT_OFFSET + 1000))
-        ep = infra.endpoints("rocketmq")
-        yield Cluster(ep.namesrv, ep.broker_addrs["broker-a"])
-    finally:
-        infra.down(graceful=False)
+def cluster(shared_rocketmq: Infra) -> Cluster:
+    """RocketMQ standalone (name server + broker-a), the session's shared one."""
+    ep = shared_rocketmq.endpoints("rocketmq")
+    return Cluster(ep.namesrv, ep.broker_addrs["broker-a"])
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 
 import pytest
@@ -17,13 +17,11 @@ import pytest
 from bench.drivers.base import open_driver
 from bench.drivers.rocketmq.driver import RocketMQClient, _PullGroup
 from bench.infra.manager import Infra
-from bench.infra.topology import Endpoints, InfraSettings
+from bench.infra.topology import Endpoints
 from bench.metrics.ledger import ConsumerLedger, encode_payload
 from bench.protocol.remoting import RemotingClient, RemotingError, SendResult, wait_result
 from bench.protocol.remoting_codec import ResponseCode
 from bench.protocol.remoting_pull import PullConsumer
-from tests.integration import conftest
-from tests.integration.conftest import PORT_OFFSET
 
 pytestmark = pytest.mark.integration
 
@@ -31,15 +29,9 @@ SIZE = 1024
 
 
 @pytest.fixture(scope="module")
-def rmq(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Infra, Endpoints]]:
-    """RocketMQ standalone, up for this module and always brought down."""
-    infra = Infra(tmp_path_factory.mktemp("pull-infra"))
-    conftest._created.append(infra)  # the session guard checks it like make_infra's
-    try:
-        infra.up(InfraSettings(brokers=("rocketmq",), port_offset=PORT_OFFSET + 500), fresh=True)
-        yield infra, infra.endpoints("rocketmq")
-    finally:
-        infra.down(graceful=False)
+def rmq(shared_rocketmq: Infra) -> tuple[Infra, Endpoints]:
+    """RocketMQ standalone, the session's shared one."""
+    return shared_rocketmq, shared_rocketmq.endpoints("rocketmq")
 
 
 def _create(ep: Endpoints, *topics: str) -> None:
