@@ -99,8 +99,10 @@ def _run_step(ctx: StepContext) -> dict[str, Any]:
     batch = prof.rocketmq_create_batch if ctx.broker == "rocketmq" else 1
     settings = {"create_batch_size": batch} if batch > 1 else None
     with open_step_driver(ctx, settings=settings) as driver:
+        loaded = active
         if bundles:
             driver.set_namespace_bundles(int(bundles))
+            loaded = _qualified(driver, active)
         if prof.mode == "autocreate" and ctx.broker == "rocketmq":
             raise Unsupported(
                 "RocketMQ's gRPC proxy does not auto-create topics (and the broker runs with "
@@ -135,13 +137,13 @@ def _run_step(ctx: StepContext) -> dict[str, Any]:
         meter = start_meter(ctx, prof.warmup_s)
         spec = base_spec(
             ctx,
-            active,
+            loaded,
             rate_per_s=prof.rate_per_s,
             warmup_s=prof.warmup_s,
             subscriptions_per_topic=1,
             producers_per_topic=1,
         )
-        stored = BrokerCount(driver, active)
+        stored = BrokerCount(driver, loaded)
         if prof.mode == "create_under_load":
             worker = threading.Thread(target=create_and_look_up, name="topic-create", daemon=True)
             started_creating = {"t": 0.0}
@@ -154,7 +156,7 @@ def _run_step(ctx: StepContext) -> dict[str, Any]:
             try:
                 stored.start()
                 result = run_load(
-                    load_plan(ctx, spec, active),
+                    load_plan(ctx, spec, loaded),
                     meter,
                     prof.duration_s,
                     on_tick=on_tick,
@@ -172,7 +174,7 @@ def _run_step(ctx: StepContext) -> dict[str, Any]:
             create_and_look_up()
             stored.start()
             result = run_load(
-                load_plan(ctx, spec, active),
+                load_plan(ctx, spec, loaded),
                 meter,
                 prof.duration_s,
                 progress_tick=ctx.progress.tick,
@@ -226,6 +228,16 @@ def _run_step(ctx: StepContext) -> dict[str, Any]:
         status=status,
         error=error,
     )
+
+
+def _qualified(driver: Driver, topics: list[str]) -> list[str]:
+    """``topics`` as the load must name them: the workers open drivers of their own, in the
+    broker's default namespace, so a Pulsar topic of the bundle namespace goes by its full name
+    (by its short one the load ran on namesakes the broker created in ``public/default``, and the
+    broker's count of the step's topics said 0 stored)."""
+    from bench.drivers.pulsar import PulsarDriver
+
+    return [driver.full_name(t) for t in topics] if isinstance(driver, PulsarDriver) else topics
 
 
 def _autocreate(driver: Driver, names: list[str], timeout_s: float) -> Creation:

@@ -30,6 +30,7 @@ from bench.drivers.base import (
     SendCallback,
     TopicResult,
 )
+from bench.drivers.pulsar import PulsarDriver
 from bench.errors import BrokerUnavailable
 from bench.infra.topology import Endpoints, InfraSettings
 from bench.metrics.intervals import IntervalStats
@@ -373,6 +374,7 @@ def _run_step(
     kind: str,
     broker: FakeBroker,
     load: Callable[..., LoadResult],
+    driver: Driver | None = None,
 ) -> tuple[dict[str, Any], RunWriter, list[str]]:
     """Run one step of ``kind`` on ``broker``; its record, run and step topics."""
     path = tmp_path / f"{kind}.yaml"
@@ -385,7 +387,7 @@ def _run_step(
         "send-frequency": send_frequency,
         "kill-9-recovery": kill_recovery,
     }[kind]
-    driver = CountingDriver(broker)
+    driver = driver or CountingDriver(broker)
     topics: list[str] = []
 
     def plan(ctx: Any, spec: Any, names: Sequence[str]) -> Any:
@@ -426,6 +428,45 @@ def test_every_kind_that_sends_records_what_the_broker_stored(
     assert rec["metrics"]["broker_messages_in"] == broker.total(topics) == 6 * 40
     run.finish()
     assert check_run(load_run(run.run_dir)) == []
+
+
+class PulsarNamespaces(PulsarDriver):
+    """The Pulsar driver's naming (a namespace per bundle count) over :class:`FakeBroker`, which
+    keys what it stored by the full topic name."""
+
+    def __init__(self, broker: FakeBroker) -> None:
+        super().__init__(
+            Endpoints(broker="pulsar", topology="standalone", admin_urls=("http://127.0.0.1:9",))
+        )
+        self.broker = broker
+
+    def set_namespace_bundles(self, bundles: int) -> str | None:
+        self.namespace = f"public/bench-b{bundles}"
+        return self.namespace
+
+    def create_topics(self, names: Sequence[str], concurrency: int = 16) -> Iterator[TopicResult]:
+        for name in names:
+            yield TopicResult(name, 1)
+
+    def lookup(self, topic: str, timeout_s: float, method: LookupMethod = "admin") -> int:
+        return 1
+
+    def broker_stats(self, topics: Sequence[str]) -> dict[str, int]:
+        return self.broker.stats([self.full_name(t) for t in topics])
+
+
+def test_topic_growth_loads_the_topics_of_its_bundle_namespace(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The workers open drivers of their own, in the default namespace: the load must name the
+    bundle namespace's topics in full (a real run's broker count said 0 stored on them)."""
+    broker = FakeBroker()
+    driver = PulsarNamespaces(broker)
+    rec, _, topics = _run_step(
+        tmp_path, monkeypatch, "topic-growth", broker, _fake_load(broker), driver
+    )
+    assert all(t.startswith("persistent://public/bench-b4/tg4-") for t in topics), topics
+    assert rec["metrics"]["broker_messages_in"] == 6 * 40
 
 
 def test_kill_9_stitches_the_count_the_restart_reset_and_says_so(
