@@ -26,10 +26,12 @@ BOMB = "\n".join(
 
 
 def _timed(fn: object, *args: object) -> tuple[BaseException, float]:
-    started = time.monotonic()
+    """The refusal and the CPU seconds it cost this process: the bound is on the suite's own
+    work, which wall time on a shared machine does not measure (other processes' load)."""
+    started = time.process_time()
     with pytest.raises(ConfigError) as err:
         fn(*args)  # type: ignore[operator]
-    return err.value, time.monotonic() - started
+    return err.value, time.process_time() - started
 
 
 def test_a_yaml_alias_bomb_is_refused_within_a_second(tmp_path: Path) -> None:
@@ -62,9 +64,9 @@ def test_weights_files_are_bounded_too(tmp_path: Path) -> None:
 def test_the_cli_says_one_line_and_exits_2(tmp_path: Path) -> None:
     path = tmp_path / "bomb.yaml"
     path.write_text(BOMB)
-    started = time.monotonic()
+    started = time.process_time()
     result = CliRunner().invoke(cli, ["validate", str(path)])
-    assert time.monotonic() - started < 1.0
+    assert time.process_time() - started < 1.0
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output
     assert "expands to more than 100,000 values" in result.output
