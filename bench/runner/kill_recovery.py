@@ -5,7 +5,9 @@ Timeline of a step: warm-up, steady load, ``kill -9`` of the broker process at
 ``kill_after_s``, restart (``manual`` after ``manual_restart_after_s``; ``supervised`` at once,
 by a supervisor standing in for a liveness probe; ``none``: never, in the cluster topology the
 other broker takes over), ``observe_after_restart_s`` more seconds of load (and longer, up to
-``RESTART_CAP_S`` after the kill, until the probe's topic takes a send again), then a drain and
+``RESTART_CAP_S`` after the kill, until the probe's topic takes a send again, and up to
+``CLIENTS_BACK_CAP_S`` after the restart until the workers' clients send, receive and carry 90%
+of the pre-kill rate again), then a drain and
 an exact reconciliation of the loss ledger. An outage that outlasts even that is recorded as a
 lower bound, ``unavailability_at_least_s``.
 
@@ -44,6 +46,7 @@ from bench.runner.common import (
     topic_names,
 )
 from bench.runner.load import run_load
+from bench.runner.measure import StepMeter
 from bench.runner.record import loss_totals
 from bench.runner.send_frequency import BrokerCount
 from bench.scenarios.model import KillRecoveryProfile
@@ -56,6 +59,29 @@ if TYPE_CHECKING:
 PROBE_INTERVAL_S = 0.05
 RESTART_CAP_S = 300.0
 KILL_DRAIN_STALL_S = 30.0  # a drain with no message arriving for this long ends early
+# Longer than a Pulsar client's reconnect backoff after a restart-length outage (it doubles
+# from 100 ms, capped at 60 s by default, 30 s for producers).
+CLIENTS_BACK_CAP_S = 60.0
+RECOVERED_SHARE = 0.9  # TPS is back once a second carries this share of the pre-kill mean
+
+
+def _pre_kill_tps(meter: StepMeter, killed: float) -> float:
+    pre = [
+        meter.tps(t) for t in meter.ticks if t.phase == "measure" and t.stats.end_ns / 1e9 <= killed
+    ]
+    return sum(pre) / len(pre) if pre else 0.0
+
+
+def _clients_back(meter: StepMeter, killed: float, resumed: float) -> bool:
+    """The workers' producers and consumers both work again since ``resumed``, and a second
+    carried RECOVERED_SHARE of the pre-kill TPS: what the step's recovery figures need."""
+    back = [t for t in meter.ticks if t.stats.end_ns / 1e9 > resumed and t.phase != "drain"]
+    pre_tps = _pre_kill_tps(meter, killed)
+    return (
+        any(t.stats.counters.get("acked", 0) > 0 for t in back)
+        and any(t.stats.counters.get("received", 0) > 0 for t in back)
+        and any(pre_tps and meter.tps(t) >= RECOVERED_SHARE * pre_tps for t in back)
+    )
 
 
 @dataclass
@@ -359,12 +385,14 @@ def run_step(ctx: StepContext) -> dict[str, Any]:
             probe_back = probe.first_ack_sent_after(killed) is not None
             if not probe_back and now < killed + RESTART_CAP_S:
                 return False
-            if policy == "none":
-                return now >= killed + prof.observe_after_restart_s
-            return (
-                state["restarted_at"] is not None
-                and now >= state["restarted_at"] + prof.observe_after_restart_s
-            )
+            resumed = killed if policy == "none" else state["restarted_at"]
+            if resumed is None or now < resumed + prof.observe_after_restart_s:
+                return False
+            # Observed long enough; and longer, up to CLIENTS_BACK_CAP_S after the broker came
+            # back, while the workers' clients are still reconnecting (their backoff grows with
+            # the outage), so a slow recovery is measured rather than cut short and reported as
+            # none.
+            return now >= resumed + CLIENTS_BACK_CAP_S or _clients_back(meter, killed, resumed)
 
         def phase_of(elapsed: float) -> str | None:
             if state["killed_at"] is None:
@@ -375,7 +403,7 @@ def run_step(ctx: StepContext) -> dict[str, Any]:
             prof.kill_after_s
             + (prof.manual_restart_after_s or 0)
             + RESTART_CAP_S
-            + prof.observe_after_restart_s
+            + max(prof.observe_after_restart_s, CLIENTS_BACK_CAP_S)
         )
         result = run_load(
             load_plan(ctx, spec, topics),
@@ -400,12 +428,7 @@ def run_step(ctx: StepContext) -> dict[str, Any]:
         driver.close()
 
     killed, restarted = state["killed_at"], state["restarted_at"]
-    pre = [
-        meter.tps(t)
-        for t in meter.ticks
-        if t.phase == "measure" and killed is not None and t.stats.end_ns / 1e9 <= killed
-    ]
-    pre_tps = sum(pre) / len(pre) if pre else 0.0
+    pre_tps = _pre_kill_tps(meter, killed) if killed is not None else 0.0
     recover = None
     after_ticks = [
         t
@@ -413,7 +436,7 @@ def run_step(ctx: StepContext) -> dict[str, Any]:
         if killed is not None and t.stats.end_ns / 1e9 > killed and t.phase != "drain"
     ]
     for t in after_ticks:
-        if pre_tps and meter.tps(t) >= 0.9 * pre_tps:
+        if pre_tps and meter.tps(t) >= RECOVERED_SHARE * pre_tps:
             recover = t.stats.end_ns / 1e9 - killed
             break
     series_first_error = next(

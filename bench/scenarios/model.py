@@ -402,7 +402,8 @@ class KillRecoveryProfile(ProfileBase):
 
     A step: sequenced load at ``rate_per_s``; ``warmup_s`` in, the pre-kill baseline starts;
     at ``kill_after_s`` the broker gets SIGKILL; it is restarted per the policy; the load runs
-    ``observe_after_restart_s`` more (after the kill, for policy ``none``); then the consumers
+    ``observe_after_restart_s`` more (after the kill, for policy ``none``), and on, up to 60 s
+    after the restart, while the clients are still reconnecting; then the consumers
     drain while messages keep arriving, for up to ``drain_timeout_s`` (30 s with none arriving
     ends it), and the loss ledger is settled.
     """
