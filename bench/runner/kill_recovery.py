@@ -18,7 +18,7 @@ come from it, at 50 ms resolution rather than a second. Beside it, a thread of t
 the broker's own count of what the step's topics stored once a second (and the step reads it
 just before the kill), so a counter that restarts from 0 with the broker is stitched rather
 than read as a drop: ``broker_messages_in`` over the step's edges, and ``counter_resets``, the
-readings at which it fell (:class:`~bench.runner.send_frequency.BrokerCount`).
+readings at which it fell (:class:`~bench.runner.broker_count.BrokerCount`).
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from bench.drivers.rocketmq.acl import remoting_client
 from bench.engines.spec import CONSUMER_RESTARTS
 from bench.errors import DriverError
 from bench.infra.health import http_get_json
+from bench.runner.broker_count import BrokerCount
 from bench.runner.common import (
     base_spec,
     create_topics,
@@ -48,7 +49,6 @@ from bench.runner.common import (
 from bench.runner.load import run_load
 from bench.runner.measure import StepMeter
 from bench.runner.record import loss_totals
-from bench.runner.send_frequency import BrokerCount
 from bench.scenarios.model import KillRecoveryProfile
 
 if TYPE_CHECKING:

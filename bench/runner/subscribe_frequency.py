@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, cast
 from bench.engines.spec import H_FIRST_MESSAGE, H_SUBSCRIBE, SUBSCRIBED, UNSUBSCRIBED
 from bench.errors import DriverError
 from bench.metrics.intervals import merge
+from bench.runner.broker_count import BrokerCount
 from bench.runner.common import (
     base_spec,
     create_topics,
@@ -23,7 +24,6 @@ from bench.runner.common import (
 )
 from bench.runner.load import run_load
 from bench.runner.record import loss_totals
-from bench.runner.send_frequency import BrokerCount
 from bench.scenarios.model import SubscribeFrequencyProfile
 
 if TYPE_CHECKING:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, cast
 from bench.drivers.base import Driver, OperationTimeout, Unsupported
 from bench.errors import DriverError
 from bench.metrics import histograms
+from bench.runner.broker_count import BrokerCount
 from bench.runner.common import (
     Creation,
     base_spec,
@@ -32,7 +33,6 @@ from bench.runner.common import (
 from bench.runner.load import run_load
 from bench.runner.measure import latency
 from bench.runner.record import loss_totals, skipped_record, step_record
-from bench.runner.send_frequency import BrokerCount
 from bench.scenarios.model import TopicGrowthProfile
 
 if TYPE_CHECKING:

@@ -37,11 +37,17 @@ from bench.metrics.intervals import IntervalStats
 from bench.report.html import build_context
 from bench.results.check import check_run, counter_problem
 from bench.results.store import RunWriter, load_run
-from bench.runner import kill_recovery, send_frequency, subscribe_frequency, topic_growth
+from bench.runner import (
+    broker_count,
+    kill_recovery,
+    send_frequency,
+    subscribe_frequency,
+    topic_growth,
+)
 from bench.runner.api import StepContext
+from bench.runner.broker_count import BrokerCount
 from bench.runner.load import LoadResult
 from bench.runner.progress import QuietProgress
-from bench.runner.send_frequency import BrokerCount
 from bench.scenarios.loader import load_scenario
 from bench.scenarios.model import expand_steps
 
@@ -397,7 +403,7 @@ def _run_step(
     monkeypatch.setattr(module, "open_step_driver", lambda ctx, *a, **k: driver)
     monkeypatch.setattr(module, "run_load", load)
     monkeypatch.setattr(module, "load_plan", plan)
-    monkeypatch.setattr(send_frequency, "SETTLE_S", 0.01)
+    monkeypatch.setattr(broker_count, "SETTLE_S", 0.01)
     if module is kill_recovery:
         monkeypatch.setattr(
             kill_recovery, "_probe_topic_on_victim", lambda ctx, d, v, p, f: ("probe", v[0])
