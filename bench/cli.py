@@ -88,6 +88,13 @@ BROKER_CHOICE = click.Choice(["rocketmq", "pulsar", "all"])
     help="Switch Pulsar token authentication on; variable NAME holds the HS256 secret key "
     "(base64). A wrong token is refused; no token at all keeps an anonymous role.",
 )
+@click.option(
+    "--rocketmq-acl-env",
+    default="",
+    metavar="ACCESS:SECRET",
+    help="Switch RocketMQ ACL (authentication) on; variables ACCESS and SECRET hold the "
+    "account's access key and secret key. Every request must then be signed by it.",
+)
 @click.pass_obj
 def infra_up(
     infra_obj: object,
@@ -99,6 +106,7 @@ def infra_up(
     durability: str,
     as_json: bool,
     pulsar_token_secret_env: str = "",
+    rocketmq_acl_env: str = "",
 ) -> None:
     """Bring BROKER up and wait until a real produce/consume round trip succeeds."""
     from bench.infra.manager import Infra
@@ -114,6 +122,7 @@ def infra_up(
         port_offset=port_offset,
         durability=cast("Literal['async', 'sync']", durability),
         pulsar_token_secret_env=pulsar_token_secret_env,
+        rocketmq_acl_env=rocketmq_acl_env,
     )
     timings = infra_obj.up(settings, fresh=fresh, progress=_echo_progress)
     eps = {b: infra_obj.endpoints(b).to_json() for b in brokers}

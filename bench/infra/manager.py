@@ -316,7 +316,8 @@ class Infra:
     def check_health(
         self, broker: Broker, timeout_s: float = HEALTH_TIMEOUT_S, messages: int = 1
     ) -> list[health.RoundTrip]:
-        """Round trips through the real client (direct, and via the Pulsar proxy when it runs).
+        """Round trips through the real client (direct, and via the Pulsar proxy when it runs;
+        signed by the infra's account when RocketMQ's ACL is on).
 
         Raises :class:`BrokerUnavailable` unless every message sent was acknowledged and came
         back.
@@ -333,6 +334,11 @@ class Infra:
                 trips.append(
                     (ep.proxy_url, health.pulsar_round_trip(ep.proxy_url, timeout_s, messages))
                 )
+        elif ep.acl_access_key_env:
+            # ACL on: every request signed with the infra's account, through the driver.
+            from bench.drivers.rocketmq.health import signed_round_trip
+
+            trips.append((ep.grpc_endpoint, signed_round_trip(ep, timeout_s, messages)))
         else:
             trip = health.rocketmq_round_trip(
                 ep.grpc_endpoint, list(ep.broker_addrs.values()), ep.namesrv, timeout_s, messages

@@ -14,6 +14,9 @@ With ``proxy=True`` the Pulsar proxy runs in front of either topology. Everythin
 
 from __future__ import annotations
 
+import json
+import os
+import re
 import shutil
 import string
 from dataclasses import asdict, dataclass, field
@@ -28,6 +31,7 @@ Broker = Literal["rocketmq", "pulsar"]
 Topology = Literal["standalone", "cluster"]
 BROKERS: tuple[Broker, ...] = ("rocketmq", "pulsar")
 TOPOLOGIES: tuple[Topology, ...] = ("standalone", "cluster")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 # Base ports (before port_offset). RocketMQ's broker also takes listenPort-2 and listenPort+1;
 # the proxy's remoting port moves off 8080, Pulsar's web port.
@@ -97,6 +101,12 @@ class InfraSettings:
     (base64) is read from this environment variable when the configs are rendered. Clients
     without any credentials keep an anonymous role (the suite's own health checks use none); a
     client presenting a wrong token is refused."""
+    rocketmq_acl_env: str = ""
+    """Auth switch: ``ACCESS:SECRET``, the names of the environment variables holding a RocketMQ
+    account's access key and secret key (read when the configs are rendered). When set, the
+    broker and the proxy require RocketMQ 5.3's authentication (ACL 2.0: every remoting request
+    and every gRPC call signed by a known account); the infra's endpoints name the same
+    variables, so the suite's own clients sign with that account."""
 
     def __post_init__(self) -> None:
         for b in self.brokers:
@@ -106,6 +116,20 @@ class InfraSettings:
             raise ConfigError(f"unknown topology {self.topology!r}; known: {', '.join(TOPOLOGIES)}")
         if not 0 <= self.port_offset <= 40000:
             raise ConfigError(f"port offset {self.port_offset} must be within 0..40000")
+        if self.rocketmq_acl_env:
+            self.rocketmq_acl_names()
+
+    def rocketmq_acl_names(self) -> tuple[str, str] | None:
+        """(access key variable, secret key variable), or None when RocketMQ ACL is off."""
+        if not self.rocketmq_acl_env:
+            return None
+        access, sep, secret = self.rocketmq_acl_env.partition(":")
+        if not (sep and _ENV_NAME.fullmatch(access) and _ENV_NAME.fullmatch(secret)):
+            raise ConfigError(
+                f"RocketMQ ACL setting {self.rocketmq_acl_env!r} must be ACCESS_ENV:SECRET_ENV, "
+                "the names of two environment variables"
+            )
+        return access, secret
 
     def to_json(self) -> dict[str, object]:
         data = asdict(self)
@@ -162,15 +186,25 @@ def port(settings: InfraSettings, key: str) -> int:
     return BASE_PORTS[key] + settings.port_offset
 
 
-def render(template: str, dest: Path, **values: object) -> Path:
-    """Render ``infra/conf/<template>`` with ``${name}`` placeholders into ``dest``."""
+def render(template: str, dest: Path, *, private: bool = False, **values: object) -> Path:
+    """Render ``infra/conf/<template>`` with ``${name}`` placeholders into ``dest``.
+
+    ``private``: the file holds a secret; it is readable by its owner only (mode 0600, also when
+    an earlier render left it wider), and that before a byte is written.
+    """
     text = (project_infra_dir() / "conf" / template).read_text()
     try:
         rendered = string.Template(text).substitute({k: str(v) for k, v in values.items()})
     except KeyError as exc:  # a template and its caller disagree: a bug, said plainly
         raise ConfigError(f"infra/conf/{template}: no value for ${{{exc.args[0]}}}") from exc
     dest.parent.mkdir(parents=True, exist_ok=True)
-    dest.write_text(rendered)
+    if private:
+        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            os.fchmod(fd, 0o600)
+            f.write(rendered)
+    else:
+        dest.write_text(rendered)
     return dest
 
 
@@ -232,6 +266,75 @@ def _pulsar_auth(settings: InfraSettings, conf: Path) -> str:
             "authorizationEnabled=false",
         )
     )
+
+
+_RMQ_AUTH_PROVIDER = (
+    "org.apache.rocketmq.auth.authentication.provider.DefaultAuthenticationProvider"
+)
+_RMQ_BROKER_USERS = (
+    "org.apache.rocketmq.auth.authentication.provider.LocalAuthenticationMetadataProvider"
+)
+_RMQ_PROXY_USERS = "org.apache.rocketmq.proxy.auth.ProxyAuthenticationMetadataProvider"
+
+
+def _rocketmq_keys(settings: InfraSettings) -> tuple[str, str] | None:
+    """The ACL account's (access key, secret key) from the environment, or None when ACL is off.
+    Errors name the variables, never a value."""
+    names = settings.rocketmq_acl_names()
+    if names is None:
+        return None
+    unset = [n for n in names if not os.environ.get(n)]
+    if unset:
+        raise ConfigError(
+            f"environment variable(s) {', '.join(unset)} not set: RocketMQ ACL "
+            f"(--rocketmq-acl-env {settings.rocketmq_acl_env}) reads the account's access key "
+            "and secret key from them"
+        )
+    return os.environ[names[0]], os.environ[names[1]]
+
+
+def _properties_json(value: dict[str, str]) -> str:
+    """``value`` as JSON inside a Java properties value: ``ensure_ascii`` leaves only ASCII, and
+    doubling each backslash survives the properties loader's unescaping."""
+    return json.dumps(value, separators=(",", ":")).replace("\\", "\\\\")
+
+
+def _rocketmq_auth(keys: tuple[str, str] | None) -> tuple[str, str]:
+    """The authentication blocks of the broker config and the proxy config (empty when off).
+
+    RocketMQ 5.3.3 enforces ACL 2.0 only (its broker has no ACL 1.0 validator any more; a 1.0
+    ``plain_acl.yml`` is merely migrated): ``authenticationEnabled`` in the broker config guards
+    every remoting request, in the proxy config every gRPC call and proxy remoting request. The
+    broker keeps its accounts in its store (``<store>/config/users``); ``initAuthenticationUser``
+    creates ours there at start, a super user, so authorization is not needed and stays off.
+    ``innerClientAuthenticationCredentials`` signs what brokers and a cluster-mode proxy send to
+    each other.
+    """
+    if keys is None:
+        return "", ""
+    access, secret = keys
+    user = {"username": access, "password": secret}
+    inner = {"accessKey": access, "secretKey": secret}
+    broker = "\n".join(
+        (
+            "authenticationEnabled=true",
+            f"authenticationProvider={_RMQ_AUTH_PROVIDER}",
+            f"authenticationMetadataProvider={_RMQ_BROKER_USERS}",
+            f"initAuthenticationUser={_properties_json(user)}",
+            f"innerClientAuthenticationCredentials={_properties_json(inner)}",
+        )
+    )
+    proxy = {
+        "authenticationEnabled": True,
+        "authenticationProvider": _RMQ_AUTH_PROVIDER,
+        "authenticationMetadataProvider": _RMQ_PROXY_USERS,
+        "innerClientAuthenticationCredentials": json.dumps(inner),
+        # Cluster mode: the proxy signs its own requests to the brokers (local mode calls the
+        # broker in-process).
+        "enableAclRpcHookForClusterMode": True,
+    }
+    fields = "".join(f",\n  {json.dumps(k)}: {json.dumps(v)}" for k, v in proxy.items())
+    return broker, fields
 
 
 def _pulsar_common(
@@ -461,6 +564,9 @@ def rocketmq_plan(settings: InfraSettings, root: Path, java: str, classpath: str
         port(settings, "rocketmq.proxy.remoting"),
     )
     flush = "SYNC_FLUSH" if settings.durability == "sync" else "ASYNC_FLUSH"
+    keys = _rocketmq_keys(settings)
+    broker_auth, proxy_auth = _rocketmq_auth(keys)
+    acl_names = settings.rocketmq_acl_names() or ("", "")
 
     def rmq_jvm(name: str, role: str, heap: int, home: Path) -> list[str]:
         return [
@@ -505,6 +611,8 @@ def rocketmq_plan(settings: InfraSettings, root: Path, java: str, classpath: str
         remoting_port=remoting,
         route_refresh_s=settings.rocketmq_route_refresh_s,
         send_latency_enable="true" if settings.rocketmq_send_latency_enable else "false",
+        auth=proxy_auth,
+        private=keys is not None,
     )
     proxy_ports = {"rocketmq proxy grpc": grpc, "rocketmq proxy remoting": remoting}
     names = ["broker"] if settings.topology == "standalone" else ["broker-a", "broker-b"]
@@ -523,7 +631,13 @@ def rocketmq_plan(settings: InfraSettings, root: Path, java: str, classpath: str
             listen_port=lp,
             store_dir=bdir / "store",
             flush_disk_type=flush,
+            auth=broker_auth,
+            private=keys is not None,
         )
+        if keys is not None:
+            # The broker creates the account only when its store has none of that name: drop
+            # the accounts of an earlier start, so the secret is the one in the environment now.
+            shutil.rmtree(bdir / "store" / "config" / "users", ignore_errors=True)
         broker_addrs[broker_name] = f"127.0.0.1:{lp}"
         broker_cfgs.append((bname, cfg, bdir, lp))
 
@@ -601,6 +715,8 @@ def rocketmq_plan(settings: InfraSettings, root: Path, java: str, classpath: str
         grpc_endpoint=f"127.0.0.1:{grpc}",
         broker_addrs=broker_addrs,
         cluster=cluster,
+        acl_access_key_env=acl_names[0],
+        acl_secret_key_env=acl_names[1],
     )
     return Plan("rocketmq", tuple(specs), endpoints)
 
