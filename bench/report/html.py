@@ -887,10 +887,11 @@ def _stored_cell(r: Mapping[str, Any], why: Mapping[tuple[str, str, str], str]) 
         reason = why.get((str(r["run_id"]), str(r["scenario"]), str(r["step_id"])))
         return f"unknown: {reason}" if reason else "-"
     resets = _value(r, "counter_resets")
-    cell = fmt(int(stored))
     if resets:
-        cell += f" (stitched over {fmt(int(resets))} counter fall(s): a restart)"
-    return cell
+        # What the broker stored between its last reading and a counter reset is missing: a
+        # lower bound, shown as one.
+        return f"at least {fmt(int(stored))} (stitched over {fmt(int(resets))} counter fall(s))"
+    return fmt(int(stored))
 
 
 def _steps_table(

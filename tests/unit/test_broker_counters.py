@@ -493,7 +493,7 @@ def test_kill_9_stitches_the_count_the_restart_reset_and_says_so(
     assert [p for p in check_run(loaded) if p.invariant == "counters"] == []
     html_ctx = build_context([loaded])
     stored = html_ctx["steps_table"].rows[0][9]
-    assert stored == f"{broker.total(topics):,} (stitched over 1 counter fall(s): a restart)"
+    assert stored == f"at least {broker.total(topics):,} (stitched over 1 counter fall(s))"
 
 
 def test_a_broker_down_after_the_drain_gives_null_and_a_warning(
@@ -536,14 +536,18 @@ def test_a_broker_down_after_the_drain_gives_null_and_a_warning(
         (960, {"acked": 960, "failed": 40}, None),
         (1000, {"acked": 960, "failed": 40}, None),
         (900, {"acked": 960, "failed": 40}, "(40 failed, 960 acknowledged), broker stored 900"),
-        # A client that retried by itself stored one send twice: said, not accepted.
-        (1020, {"duplicated": 20}, "20 more than sent: a send stored twice and counted once"),
+        # A client that retried by itself stored a send twice: the consumers' duplicates
+        # explain 20 extra, not 50.
+        (1020, {"duplicated": 20}, None),
+        (1050, {"duplicated": 20}, "50 more than sent: a send stored twice and counted once"),
         # ONEWAY: no acks; every send that did not fail is to be stored.
         (1000, {"acked": 0, "oneway": True}, None),
         (800, {"acked": 0, "oneway": True}, "200 ONEWAY sends that did not fail were never"),
         (990, {"acked": 0, "failed": 10, "oneway": True}, None),
-        # A count stitched over a restart misses what the broker stored before the kill.
-        (950, {"resets": 1}, "stitched over 1 fall(s) of the broker's counter"),
+        # A count stitched over a restart is a lower bound: short of the sends is no problem,
+        # above them is.
+        (950, {"resets": 1}, None),
+        (1100, {"resets": 1}, "100 more than sent"),
     ],
 )
 def test_the_counter_check_reads_sent_against_stored(

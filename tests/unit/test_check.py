@@ -88,7 +88,7 @@ def _rows(sc: str, sid: str, **counts: int) -> dict[str, object]:
 
 def test_the_counter_check_reads_failed_sends_oneway_and_a_stitched_count(tmp_path: Path) -> None:
     """Sent against stored, by what a send means: a failed send may have been stored, ONEWAY has
-    no acks, a count stitched over a restart misses what the broker stored before the kill, a
+    no acks, a count stitched over a restart is a lower bound, a
     null count is not checked."""
     w = RunWriter.create(tmp_path, {"synthetic": "test"})
     recs = [
@@ -113,11 +113,9 @@ def test_the_counter_check_reads_failed_sends_oneway_and_a_stitched_count(tmp_pa
     )
     w.finish()
     found = {p.step_id: p.text for p in check_run(load_run(w.run_dir)) if p.invariant == "counters"}
-    assert set(found) == {recs[1]["step_id"], recs[2]["step_id"]}, found
+    # The stitched kill -9 count (a lower bound) is short of the sends, as a bound may be.
+    assert set(found) == {recs[1]["step_id"]}, found
     assert "100 ONEWAY sends that did not fail were never stored" in found[recs[1]["step_id"]]
-    kill = found[recs[2]["step_id"]]
-    assert kill.startswith("client sent 3,050 (50 failed, 3,000 acknowledged), broker stored 2,900")
-    assert "stitched over 1 fall(s) of the broker's counter" in kill
 
 
 def test_report_json_lists_every_dimension(tmp_path: Path) -> None:
