@@ -637,7 +637,11 @@ def rocketmq_plan(settings: InfraSettings, root: Path, java: str, classpath: str
         if keys is not None:
             # The broker creates the account only when its store has none of that name: drop
             # the accounts of an earlier start, so the secret is the one in the environment now.
-            shutil.rmtree(bdir / "store" / "config" / "users", ignore_errors=True)
+            # The store (RocksDB, the secret in its log) is the owner's alone, as the configs.
+            users = bdir / "store" / "config" / "users"
+            shutil.rmtree(users, ignore_errors=True)
+            users.mkdir(parents=True)
+            users.chmod(0o700)
         broker_addrs[broker_name] = f"127.0.0.1:{lp}"
         broker_cfgs.append((bname, cfg, bdir, lp))
 

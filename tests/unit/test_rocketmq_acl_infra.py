@@ -108,7 +108,8 @@ def test_the_account_is_created_again_from_the_environment_at_each_start(
     users.mkdir(parents=True)
     (users / "CURRENT").write_text("an account of an earlier start")
     rocketmq_plan(InfraSettings(rocketmq_acl_env=ACL), tmp_path, "java", "cp")
-    assert not users.exists()
+    assert not list(users.iterdir())
+    assert _mode(users) == 0o700  # RocksDB keeps the account, secret included, in there
 
 
 def test_unset_keys_name_the_variables_and_no_value(
