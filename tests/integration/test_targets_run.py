@@ -1,5 +1,6 @@
 """Brokers the suite did not start, as a user runs them: a broker pair brought up separately
-(its own infra directory, ports offset by PORT_OFFSET + 2000, Pulsar token authentication on),
+(its own infra directory, ports offset by PORT_OFFSET + 2000, Pulsar token authentication and
+RocketMQ ACL on),
 named in a targets file, run through `bench run --targets`; faults through `bench infra kill` /
 `restart` as the target's commands; load on two `bench worker` servers on loopback ports.
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -32,6 +34,8 @@ WORKER_PORTS = (PORT_OFFSET + 2900, PORT_OFFSET + 2901)
 SCENARIOS = Path(__file__).parent / "scenarios"
 SECRET_KEY_ENV = "BENCH_T14_PULSAR_SECRET_KEY"
 TOKEN_ENV = "BENCH_T14_PULSAR_TOKEN"
+ACCESS_ENV = "BENCH_T14_RMQ_ACCESS_KEY"
+SECRET_ENV = "BENCH_T14_RMQ_SECRET_KEY"
 WORKER_TOKEN = "bench-t14-worker-token-0123456789"
 SEND_STEP = "pulsar-sweep-send=async-conn=shared-rate=100"
 
@@ -60,6 +64,7 @@ targets:
     namesrv: ["127.0.0.1:{9876 + OFFSET}"]
     grpc_endpoint: 127.0.0.1:{8081 + OFFSET}
     broker_addrs: {{broker-a: "127.0.0.1:{10911 + OFFSET}"}}
+    auth: {{access_key_env: {ACCESS_ENV}, secret_key_env: {SECRET_ENV}}}
     faults:
       processes:
         broker-a: {{}}
@@ -70,13 +75,15 @@ targets:
 
 @pytest.fixture(scope="module")
 def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """The broker pair, Pulsar with token authentication; the secrets live in this process's
-    environment only (and so in its children's)."""
+    """The broker pair, Pulsar with token authentication and RocketMQ with ACL (one account);
+    the secrets live in this process's environment only (and so in its children's)."""
     key = os.urandom(32)
     token = pulsar_token(key, "bench-t14")
-    saved = {n: os.environ.get(n) for n in (SECRET_KEY_ENV, TOKEN_ENV)}
+    saved = {n: os.environ.get(n) for n in (SECRET_KEY_ENV, TOKEN_ENV, ACCESS_ENV, SECRET_ENV)}
     os.environ[SECRET_KEY_ENV] = base64.b64encode(key).decode()
     os.environ[TOKEN_ENV] = token
+    os.environ[ACCESS_ENV] = "bench-t14"
+    os.environ[SECRET_ENV] = secrets.token_urlsafe(24)
     root = tmp_path_factory.mktemp("t14-infra")
     infra = Infra(root)
     _created.append(infra)  # the session's orphan guard checks it too
@@ -85,14 +92,18 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     targets.write_text(_targets_text(root))
     try:
         infra.up(
-            InfraSettings(port_offset=OFFSET, pulsar_token_secret_env=SECRET_KEY_ENV),
+            InfraSettings(
+                port_offset=OFFSET,
+                pulsar_token_secret_env=SECRET_KEY_ENV,
+                rocketmq_acl_env=f"{ACCESS_ENV}:{SECRET_ENV}",
+            ),
             fresh=True,
         )
         yield {
             "infra": infra,
             "targets": targets,
             "out": work / "runs",
-            "secrets": [token, os.environ[SECRET_KEY_ENV]],
+            "secrets": [token, os.environ[SECRET_KEY_ENV], os.environ[SECRET_ENV]],
         }
     finally:
         infra.down(graceful=False)
@@ -181,6 +192,10 @@ def test_one_step_of_each_kind_runs_on_the_target(target: dict[str, Any], kinds_
     meta = json.loads((run_dir / "run.json").read_text())["metadata"]
     assert meta["broker_versions"] == {"pulsar": "4.0.8", "rocketmq": "V5_3_3"}
     assert meta["targets"]["pulsar"]["login"] == {"method": "token", "variables": [TOKEN_ENV]}
+    assert meta["targets"]["rocketmq"]["login"] == {
+        "method": "acl",
+        "variables": [ACCESS_ENV, SECRET_ENV],
+    }
     report = target["out"] / "report.html"
     rep = subprocess.run(
         [*_bench(), "report", str(run_dir), "-o", str(report)],
@@ -191,15 +206,18 @@ def test_one_step_of_each_kind_runs_on_the_target(target: dict[str, Any], kinds_
     )
     assert rep.returncode in (0, 1) and report.is_file(), rep.stderr
     logs = [target["infra"].root / b / "logs" for b in ("pulsar", "rocketmq")]
+    # RocketMQ's own logs (rocketmqlogs under each process's user.home): the broker and proxy
+    # log requests, the account store's creation and authentication failures there.
+    logs += sorted((target["infra"].root / "rocketmq" / "data").glob("*/logs"))
     _no_secret_in([run_dir, report, *logs], target["secrets"])
 
 
-def test_a_wrong_token_is_one_line_naming_the_target(target: dict[str, Any]) -> None:
-    env = {**os.environ, TOKEN_ENV: pulsar_token(b"w" * 32, "bench-t14")}
+def _refused(target: dict[str, Any], broker: str, env: dict[str, str]) -> str:
+    """A run on ``broker`` with the credentials in ``env``: its one error line (exit 2, soon)."""
     started = time.monotonic()
     done = subprocess.run(
         [
-            *(*_bench(), "run", str(SCENARIOS / "send-frequency.yaml"), "--broker", "pulsar"),
+            *(*_bench(), "run", str(SCENARIOS / "send-frequency.yaml"), "--broker", broker),
             *("--targets", str(target["targets"]), "--out", str(target["out"])),
         ],
         capture_output=True,
@@ -209,11 +227,27 @@ def test_a_wrong_token_is_one_line_naming_the_target(target: dict[str, Any]) -> 
         check=False,
     )
     assert time.monotonic() - started < 60
-    assert done.returncode == 2
+    assert done.returncode == 2, done.stdout + done.stderr
     (line,) = done.stderr.strip().splitlines()
+    for s in target["secrets"]:
+        assert s not in line
+    return line
+
+
+def test_a_wrong_token_is_one_line_naming_the_target(target: dict[str, Any]) -> None:
+    env = {**os.environ, TOKEN_ENV: pulsar_token(b"w" * 32, "bench-t14")}
+    line = _refused(target, "pulsar", env)
     assert line.startswith("bench: error: target t14-pulsar: the pulsar broker refused the ")
     assert f"${TOKEN_ENV}" in line and "HTTP 401" in line
     assert env[TOKEN_ENV] not in line
+
+
+def test_a_wrong_rocketmq_key_is_one_line_naming_the_target(target: dict[str, Any]) -> None:
+    env = {**os.environ, SECRET_ENV: "wrong-" + secrets.token_urlsafe(18)}
+    line = _refused(target, "rocketmq", env)
+    assert line.startswith("bench: error: target t14-rocketmq: the rocketmq broker refused the ")
+    assert f"${ACCESS_ENV}, ${SECRET_ENV}" in line
+    assert env[SECRET_ENV] not in line
 
 
 @pytest.fixture
