@@ -891,6 +891,9 @@ def _stored_cell(r: Mapping[str, Any], why: Mapping[tuple[str, str, str], str]) 
         # What the broker stored between its last reading and a counter reset is missing: a
         # lower bound, shown as one.
         return f"at least {fmt(int(stored))} (stitched over {fmt(int(resets))} counter fall(s))"
+    if _value(r, "killed_at") is not None:
+        # A killed broker's counters die with it (and a topic's new owner starts from 0).
+        return f"at least {fmt(int(stored))} (a broker was killed)"
     return fmt(int(stored))
 
 

@@ -64,6 +64,7 @@ def counter_problem(
     oneway: bool = False,
     resets: float = 0,
     duplicated: float = 0,
+    killed: bool = False,
 ) -> str | None:
     """What is wrong when the broker stored ``stored`` messages over a step whose client sent
     ``sent`` (``acked`` acknowledged, ``failed`` failed; series sums over every phase); None
@@ -76,8 +77,9 @@ def counter_problem(
     what can make the counts differ without the run being wrong: a send stored twice (a client
     that retries by itself, a producer that resends on reconnect) is no problem when the
     consumers received at least as many duplicates (``duplicated``); a count stitched over
-    ``resets`` counter resets is a lower bound (what the broker stored between its last reading
-    and a reset is missing from it), so only a count above the sends is a problem then.
+    ``resets`` counter resets, or of a step that ``killed`` a broker, is a lower bound (what the
+    broker stored between its last reading and a reset is missing from it), so only a count
+    above the sends is a problem then.
     """
     low = sent - failed if oneway else min(acked, sent)
     slack = COUNTER_TOLERANCE * max(stored, sent, 1.0)
@@ -87,9 +89,12 @@ def counter_problem(
         # Explained by evidence: the consumers received at least as many duplicates as the
         # broker stored beyond the sends.
         above = False
-    if below and resets and not above:
+    if below and (resets or killed) and not above:
         # A count stitched over a counter reset is a lower bound (the report shows it as one):
-        # falling short of the client's count is what a bound does.
+        # falling short of the client's count is what a bound does. So is any count of a step
+        # that killed a broker: its counters die with it, and a topic's new owner starts its
+        # own from 0, which a reading once a second need not see fall (it may already be past
+        # the old value). The ledger, not the counter, gives that step's exact loss.
         below = False
     if not (above or below):
         return None
@@ -156,6 +161,7 @@ def check_run(run: Any) -> list[Problem]:
                 oneway="oneway" in (m.get("send_mode"), params.get("send_mode")),
                 resets=_num(m.get("counter_resets")) or 0,
                 duplicated=_num((rec.get("loss") or {}).get("duplicated")) or 0,
+                killed=_num(m.get("killed_at")) is not None,
             )
             if text:
                 add("counters", text)
