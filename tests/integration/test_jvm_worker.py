@@ -358,7 +358,12 @@ def test_rocketmq_oneway_and_proxy(worker: Any, rocketmq: Endpoints) -> None:
         "rocketmq", rocketmq, topics, send_mode="oneway", rate_per_s=200.0, duration_s=1.5
     )
     _, drained, totals = _round_trip(w, oneway)
-    assert drained.ok and totals["sent"] == totals["received"] and totals.get("acked", 0) == 0
+    assert totals.get("acked", 0) == 0
+    # A broker starved of CPU drops a ONEWAY request whose wait in its send queue expired, and
+    # nothing tells the client (CI saw 1 of 300): whatever did not arrive is what the drain
+    # reports undelivered, and it stays rare.
+    assert totals["received"] + drained.undelivered == totals["sent"], (totals, drained)
+    assert drained.undelivered <= max(1, totals["sent"] // 100), drained
     w2 = worker()
     proxy = _spec("rocketmq", rocketmq, topics, path="proxy", rate_per_s=100.0, duration_s=1.5)
     ready, drained2, totals2 = _round_trip(w2, proxy)
