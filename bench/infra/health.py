@@ -16,11 +16,14 @@ import urllib.request
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.errors import BrokerStartError, BrokerUnavailable
 from bench.infra.ports import accepts
 from bench.infra.process import ProcessRecord, ProcessSpec, tail
+
+if TYPE_CHECKING:
+    from bench.protocol.remoting import RemotingClient
 
 HEALTH_TOPIC = "bench-health"
 
@@ -176,12 +179,21 @@ def pulsar_round_trip(
 
 
 def rocketmq_create_topic(
-    broker_addrs: list[str], namesrv: str, topic: str, timeout_s: float
+    broker_addrs: list[str],
+    namesrv: str,
+    topic: str,
+    timeout_s: float,
+    client: RemotingClient | None = None,
 ) -> None:
-    """Create ``topic`` on every master and wait until the name server routes it."""
+    """Create ``topic`` on every master and wait until the name server routes it (a proxy asked
+    before that caches "no such topic" for its route refresh period). ``client``: a remoting
+    client of the caller's (one that signs its requests, for a broker with ACL on), left open;
+    else an anonymous one of this function's."""
     from bench.protocol.remoting import RemotingClient
 
-    client = RemotingClient(namesrv, timeout=min(timeout_s, 10.0), admin_timeout=timeout_s)
+    own = client is None
+    if client is None:
+        client = RemotingClient(namesrv, timeout=min(timeout_s, 10.0), admin_timeout=timeout_s)
     try:
         for addr in broker_addrs:
 
@@ -197,7 +209,8 @@ def rocketmq_create_topic(
 
         poll(f"route of {topic} at name server {namesrv}", routed, timeout_s)
     finally:
-        client.close()
+        if own:
+            client.close()
 
 
 def rocketmq_round_trip(

@@ -17,29 +17,15 @@ from bench.drivers.base import Producer
 from bench.drivers.rocketmq.acl import remoting_client
 from bench.drivers.rocketmq.driver import RocketMQDriver
 from bench.errors import BrokerUnavailable
-from bench.infra.health import HEALTH_TOPIC, RoundTrip, poll
+from bench.infra.health import HEALTH_TOPIC, RoundTrip, poll, rocketmq_create_topic
 from bench.infra.topology import Endpoints
 
 
 def _create_topic(endpoints: Endpoints, topic: str, timeout_s: float) -> None:
-    """Create ``topic`` on every master and wait until the name server routes it (a proxy
-    asked before that caches "no such topic" for its route refresh period)."""
     client = remoting_client(endpoints, timeout=min(timeout_s, 10.0), admin_timeout=timeout_s)
-    masters = list(endpoints.broker_addrs.values())
     try:
-        for addr in masters:
-
-            def create(a: str = addr) -> bool:
-                client.create_topic(a, topic)
-                return True
-
-            poll(f"topic creation on RocketMQ broker {addr}", create, timeout_s)
-
-        def routed() -> bool:
-            client.invalidate_route(topic)
-            return len(client.get_route(topic).broker_addrs()) == len(masters)
-
-        poll(f"route of {topic} at name server {endpoints.namesrv}", routed, timeout_s)
+        masters = list(endpoints.broker_addrs.values())
+        rocketmq_create_topic(masters, endpoints.namesrv, topic, timeout_s, client=client)
     finally:
         client.close()
 
