@@ -484,6 +484,10 @@ class Infra:
         if rec is not None and rec.alive():
             raise BrokerStartError(f"{full} is still running (pid {rec.pid})")
         spec = self.specs()[full]
+        # A killed JVM's threads may still hold its listening sockets for a moment after its
+        # pid reads as dead: readiness probed then answered from the dying process (a Pulsar
+        # "restart" 0.1 s after its kill). The new one is probed once the old one's ports close.
+        wait_closed(list(spec.ports.values()), 15.0)
         return self._start_ready(spec, timeout_s)
 
     def supervise(self, name: str, *, poll_s: float = 0.1) -> Supervisor:
