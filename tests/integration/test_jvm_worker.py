@@ -443,7 +443,9 @@ def test_stdin_eof_ends_the_worker(worker: Any, pulsar: Endpoints) -> None:
 
 def test_hard_deadline_ends_the_worker(worker: Any, pulsar: Endpoints) -> None:
     w = worker()
-    spec = _spec("pulsar", pulsar, _topics("jvmw-dl", 1), rate_per_s=50.0, deadline_s=6.0)
+    # The deadline counts from the worker's start, set-up included: room for a slow JVM start
+    # on a loaded machine, yet ended by the deadline and nothing else.
+    spec = _spec("pulsar", pulsar, _topics("jvmw-dl", 1), rate_per_s=50.0, deadline_s=15.0)
     w.send(p.Setup(spec=spec))
     w.wait("ready")
     w.send(p.Go())
