@@ -25,6 +25,9 @@ final class Worker {
     final Consumers consumers;
     volatile boolean stopping;
     private Churn churn;
+    private static final int ERROR_LINES_PER_KIND = 3;
+    private final java.util.concurrent.ConcurrentHashMap<String, java.util.concurrent.atomic.AtomicInteger> errorLines =
+            new java.util.concurrent.ConcurrentHashMap<>();
 
     Worker(LoadSpec spec, Protocol protocol, BlockingQueue<String> commands) {
         this.spec = spec;
@@ -43,6 +46,18 @@ final class Worker {
             kind = "other";
         }
         stats.error(operation, kind);
+        logFirst(operation, kind, e);
+    }
+
+    /** The first few errors of each (operation, kind) go to the worker log (stderr): the counts
+     *  alone do not say which broker answer they were. Bounded: a flood of errors writes a few
+     *  lines, not one a message. */
+    private void logFirst(String operation, String kind, Throwable e) {
+        java.util.concurrent.atomic.AtomicInteger seen = errorLines.computeIfAbsent(
+                operation + "." + kind, k -> new java.util.concurrent.atomic.AtomicInteger());
+        if (seen.incrementAndGet() <= ERROR_LINES_PER_KIND) {
+            System.err.println("worker " + spec.workerId + ": " + operation + " error (" + kind + "): " + Protocol.describe(e));
+        }
     }
 
     long sendTimeoutNs() {
