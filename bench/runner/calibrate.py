@@ -83,6 +83,12 @@ class CalibrationRow:
     """Messages a second our consumers (one subscription) received, in a run of their own
     that offered ``consume_offered_rate`` (the row's ``bench_rate``) at a fixed rate."""
     consume_offered_rate: float | None = None
+    consume_acked_rate: float | None = None
+    """What the producers of that run got acknowledged (a second): with clients and broker on
+    the same cores, producers and consumers together may not reach the offered rate."""
+    consume_ratio: float | None = None
+    """``consume_rate / consume_acked_rate``: whether our consumers kept up with what was
+    produced in the same window (null when nothing was acknowledged)."""
     bench_sent_rate: float | None = None
     broker_rate: float | None = None
     bench_errors: dict[str, int] = field(default_factory=dict)
@@ -107,11 +113,13 @@ class CalibrationRow:
             "broker_rate",
             "consume_rate",
             "consume_offered_rate",
+            "consume_acked_rate",
         ):
             if d[k] is not None:
                 d[k] = round(d[k], 1)
-        if d["ratio"] is not None:
-            d["ratio"] = round(d["ratio"], 3)
+        for k in ("ratio", "consume_ratio"):
+            if d[k] is not None:
+                d[k] = round(d[k], 3)
         d["cpu_us_per_message"] = {
             k: (round(v, 1) if v is not None else None) for k, v in self.cpu_us_per_message.items()
         }
@@ -300,6 +308,10 @@ class BenchRate:
     """Monotonic start and end of the measured window (for CPU metering)."""
 
 
+def _worker_topic(topic: str, worker: int) -> str:
+    return f"{topic}-w{worker}"
+
+
 def bench_rate(
     broker: Broker,
     ep: Endpoints,
@@ -320,7 +332,10 @@ def bench_rate(
 ) -> BenchRate:
     """Run ``workers`` producer processes of ``engine`` on ``topic``, closed loop unless
     ``rate_per_s`` (in total) is given, with ``subscriptions`` consumers; measure the window
-    after ``warmup``. With ONEWAY the broker's stored-message count gives ``broker_rate``."""
+    after ``warmup``. With ONEWAY the broker's stored-message count gives ``broker_rate``.
+    With consumers, worker i uses ``_worker_topic(topic, i)``: the runner shards topics over
+    workers and a worker's consumers own every queue of its topics, so workers sharing one topic
+    would each receive every message of a RocketMQ group."""
     run_id = f"cal-{uuid.uuid4().hex[:8]}"
     specs = [
         LoadSpec(
@@ -328,7 +343,7 @@ def bench_rate(
             broker=broker,
             endpoints=LoadSpec.endpoints_text(ep),
             run_id=run_id,
-            topics=(topic,),
+            topics=(_worker_topic(topic, i) if subscriptions else topic,),
             path=path,
             producers_per_topic=1,
             rate_per_s=rate_per_s / workers if rate_per_s else None,
@@ -526,7 +541,7 @@ def calibrate_broker(
             f"calibrate-{tag}-native",
             f"calibrate-{tag}-bare",
             *(r[3] for r in runs),
-            *consume_topics.values(),
+            *(_worker_topic(t, i) for t in consume_topics.values() for i in range(workers)),
         ]
         for r in admin.create_topics(topics, 4):
             if not r.ok:
@@ -629,10 +644,10 @@ def calibrate_broker(
                 ]
             ),
         }
-        consumed = None
+        consumed = consume_run = None
         if rate:
             progress(f"{broker}: {engine} engine ({path}, {mode}): consumers at {rate:.0f}/s")
-            consumed = bench_rate(
+            consume_run = bench_rate(
                 broker,
                 ep,
                 path=path,
@@ -646,7 +661,16 @@ def calibrate_broker(
                 engine=engine,
                 rate_per_s=rate,
                 subscriptions=1,
-            ).received_rate
+            )
+            consumed = consume_run.received_rate
+        # ONEWAY has no acknowledgement: the broker's count is what was produced.
+        produced = (
+            None
+            if consume_run is None
+            else consume_run.broker_rate
+            if mode == "oneway"
+            else consume_run.acked_rate
+        )
         rows.append(
             CalibrationRow(
                 broker=broker,
@@ -662,6 +686,8 @@ def calibrate_broker(
                 engine=engine,
                 consume_rate=consumed,
                 consume_offered_rate=rate,
+                consume_acked_rate=produced,
+                consume_ratio=_ratio(consumed, produced),
                 bench_sent_rate=statistics.median([g.sent_rate for g in results]),
                 broker_rate=statistics.median(brokers) if brokers else None,
                 bench_errors=errors,
@@ -678,7 +704,8 @@ def calibrate_broker(
 def _format_table(rows: Sequence[CalibrationRow]) -> str:
     head = (
         f"{'broker':9} {'engine':7} {'path':7} {'mode':7} {'native/s':>10} {'bench/s':>10}"
-        f" {'ratio':>6} {'consumed/s':>10}  {'client CPU us/msg':>17}  {'broker CPU us/msg':>17}"
+        f" {'ratio':>6} {'consumed/s':>10} {'of acked':>8}"
+        f"  {'client CPU us/msg':>17}  {'broker CPU us/msg':>17}"
         "  notes"
     )
     lines = [head]
@@ -693,10 +720,15 @@ def _format_table(rows: Sequence[CalibrationRow]) -> str:
         brk = f"{num(c.get('native_broker'))} / {num(c.get('bench_broker'))}"
         lines.append(
             f"{r.broker:9} {r.engine:7} {r.path:7} {r.send_mode:7} {num(r.native_rate):>10} "
-            f"{num(r.bench_rate):>10} {num(r.ratio, '.2f'):>6} {num(r.consume_rate):>10}  "
+            f"{num(r.bench_rate):>10} {num(r.ratio, '.2f'):>6} {num(r.consume_rate):>10} "
+            f"{num(r.consume_ratio, '.2f'):>8}  "
             f"{client:>17}  {brk:>17}  {r.notes}{flag}"
         )
-    lines.append("(CPU per message: native tool / our workers, and the broker during each)")
+    lines.append(
+        "(consumed/s: our consumers at bench/s offered, one subscription; of acked: their rate "
+        "over what the producers got acknowledged in that run. CPU per message: native tool / "
+        "our workers, and the broker during each)"
+    )
     return "\n".join(lines)
 
 

@@ -328,6 +328,11 @@ def test_calibrate_json_end_to_end(infra: tuple[str, Infra]) -> None:
         # Measured, never null; how much of the offered rate the consumers took is the
         # benchmark's figure (on a loaded machine a consumer may take nothing in 4 s).
         assert row["consume_rate"] is not None and row["consume_rate"] >= 0, row
+        # What the producers of that run got acknowledged (the broker's count for ONEWAY), and
+        # the consumers' share of it.
+        produced = row["consume_acked_rate"]
+        assert produced is not None and produced > 0, row
+        assert row["consume_ratio"] == pytest.approx(row["consume_rate"] / produced, rel=0.01)
         assert row["notes"]
         # Where the difference comes from: CPU per message of each client and of the broker.
         cpu = row["cpu_us_per_message"]

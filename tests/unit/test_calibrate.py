@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from bench.errors import BenchError
+from bench.infra.topology import Endpoints
 from bench.runner.calibrate import (
     CalibrationRow,
     _check_native_output,
@@ -90,3 +91,67 @@ def test_table_flags_a_low_ratio_and_shows_cpu_per_message() -> None:
     assert "0.28" in low and "(below 0.9)" in low
     assert "11 / 108" in low and "20 / -" in low
     assert "0.98" in high and "below" not in high and "- / -" in high
+
+
+def test_consume_ratio_is_rounded_and_shown_beside_the_consume_rate() -> None:
+    row = _row(consume_rate=3902.4, consume_acked_rate=4000.26, consume_ratio=3902.4 / 4000.26)
+    d = row.to_json()
+    assert d["consume_acked_rate"] == 4000.3 and d["consume_ratio"] == 0.976
+    line = _format_table([row]).splitlines()[1]
+    assert "3902" in line and "0.98" in line
+    assert _row().to_json()["consume_ratio"] is None  # not measured: null, never 0
+
+
+def test_consumers_get_a_topic_per_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Workers shard topics in a run; two workers' consumers of one RocketMQ group on one topic
+    would each take every queue and receive every message twice."""
+    import contextlib
+
+    import bench.runner.calibrate as cal
+
+    seen: list[tuple[str, ...]] = []
+
+    class Pool:
+        def __init__(self, engine: str) -> None:
+            self.failures: dict[str, str] = {}
+
+        def __enter__(self) -> Pool:
+            return self
+
+        def __exit__(self, *exc: object) -> None: ...
+        def start(self, specs: list[cal.LoadSpec]) -> None:
+            seen.extend(s.topics for s in specs)
+
+        def pids(self) -> dict[str, int]:
+            return {}
+
+        def producers_done(self) -> bool:
+            return True
+
+        def poll(self, timeout: float) -> list[object]:
+            return []
+
+        def stop(self) -> None: ...
+
+    monkeypatch.setattr(cal, "WorkerPool", Pool)
+    monkeypatch.setattr(cal, "open_driver", lambda *a, **k: contextlib.nullcontext())
+    common = {
+        "path": "direct",
+        "send_mode": "async",
+        "topic": "t",
+        "size": 1024,
+        "seconds": 1.0,
+        "warmup": 0.0,
+        "workers": 2,
+        "max_in_flight": 10,
+    }
+    for subscriptions, want in ((1, [("t-w0",), ("t-w1",)]), (0, [("t",), ("t",)])):
+        seen.clear()
+        with pytest.raises(BenchError, match="measured nothing"):
+            cal.bench_rate(
+                "rocketmq",
+                Endpoints(broker="rocketmq", topology="standalone", namesrv=("127.0.0.1:9",)),
+                subscriptions=subscriptions,
+                **common,  # type: ignore[arg-type]
+            )
+        assert seen == want
