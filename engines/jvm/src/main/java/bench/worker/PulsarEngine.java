@@ -27,7 +27,7 @@ final class PulsarEngine implements Engine {
         d.put("operation_timeout_s", 30);
         d.put("io_threads", 1);
         d.put("listener_threads", 1);
-        d.put("receiver_queue_size", 1000);
+        d.put("receiver_queue_size", 10000);  // as the Python driver's: see its DEFAULTS
         d.put("subscription_type", "Shared");
         s = new Settings(d, spec.driverSettings);
         url = spec.endpoint(spec.path.equals("proxy") ? "proxy_url" : "service_url");
