@@ -126,18 +126,28 @@ def test_consumers_get_a_topic_per_worker(monkeypatch: pytest.MonkeyPatch) -> No
             return {}
 
         def producers_done(self) -> bool:
-            return True
+            calls.append(1)
+            return len(calls) > 1  # one pass of the measuring loop
 
         def poll(self, timeout: float) -> list[object]:
             return []
 
         def stop(self) -> None: ...
 
+    calls: list[int] = []
+    counted: list[list[str]] = []
+
+    class Admin:
+        def broker_stats(self, topics: list[str]) -> dict[str, int]:
+            counted.append(list(topics))
+            return {"messages_in": 0}
+
     monkeypatch.setattr(cal, "WorkerPool", Pool)
-    monkeypatch.setattr(cal, "open_driver", lambda *a, **k: contextlib.nullcontext())
+    monkeypatch.setattr(cal, "open_driver", lambda *a, **k: contextlib.nullcontext(Admin()))
+    monkeypatch.setattr(cal.time, "sleep", lambda s: None)
     common = {
         "path": "direct",
-        "send_mode": "async",
+        "send_mode": "oneway",
         "topic": "t",
         "size": 1024,
         "seconds": 1.0,
@@ -147,6 +157,8 @@ def test_consumers_get_a_topic_per_worker(monkeypatch: pytest.MonkeyPatch) -> No
     }
     for subscriptions, want in ((1, [("t-w0",), ("t-w1",)]), (0, [("t",), ("t",)])):
         seen.clear()
+        calls.clear()
+        counted.clear()
         with pytest.raises(BenchError, match="measured nothing"):
             cal.bench_rate(
                 "rocketmq",
@@ -155,3 +167,5 @@ def test_consumers_get_a_topic_per_worker(monkeypatch: pytest.MonkeyPatch) -> No
                 **common,  # type: ignore[arg-type]
             )
         assert seen == want
+        # ONEWAY's rate is the broker's count, over the topics the workers used.
+        assert counted and all(c == sorted({t for ts in want for t in ts}) for c in counted)
