@@ -20,6 +20,33 @@ MAX_VALUES: Final = 100_000
 """Values (scalars, lists, mappings) a document may expand to; a scenario has a few hundred."""
 MAX_BYTES: Final = 1024 * 1024
 """Input files are a few kilobytes; a megabyte is no configuration."""
+MAX_DEPTH: Final = 64
+"""Nesting (lists and mappings) a document may have; a scenario nests four or five deep."""
+
+
+def check_depth(path: Path | str, text: str) -> None:
+    """Raise :class:`ConfigError` if ``text`` nests deeper than :data:`MAX_DEPTH`.
+
+    Read from the parser's events (an iterative state machine), before the composer, which
+    recurses once per level: refused in time linear in the input, not after the interpreter's
+    recursion limit was reached and unwound (a second of CPU for 5,000 levels here)."""
+    loader = yaml.SafeLoader(text)
+    depth = 0
+    try:
+        while loader.check_event():
+            event = loader.get_event()
+            if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    line = event.start_mark.line + 1 if event.start_mark else "?"
+                    raise ConfigError(
+                        f"{path}:{line}: nested too deeply to be a configuration file "
+                        f"(more than {MAX_DEPTH} levels)"
+                    )
+            elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+                depth -= 1
+    finally:
+        loader.dispose()
 
 
 def expanded_size(node: yaml.Node, limit: int = MAX_VALUES) -> int:
@@ -79,6 +106,7 @@ def load_bounded(path: Path | str, text: str) -> Any:
         raise ConfigError(f"{path}: larger than {MAX_BYTES:,} bytes; not a configuration file")
     loader = yaml.SafeLoader(text)
     try:
+        check_depth(path, text)
         node = loader.get_single_node()
         if node is None:
             return None
