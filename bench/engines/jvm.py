@@ -40,6 +40,15 @@ JVM_FLAGS: tuple[str, ...] = (
     "-Dio.netty.tryReflectionSetAccessible=true",
     "-Djava.net.preferIPv4Stack=true",
 )
+OPEN_LOOP_FLAGS: tuple[str, ...] = (
+    # A worker on a fixed-rate schedule must keep up from its first second, not reach a peak:
+    # C1 only. With C2 as well, the first seconds of C2 compiling took a core from a 2-core
+    # machine and a Pulsar sync step at 1,000 msg/s fell behind its schedule during warm-up:
+    # publish p99 from the intended time 632-1,140 ms, against 25-30 ms C1 only (same step,
+    # back to back). Closed loops measure the peak, where C2's code is worth its start
+    # (calibrate, Pulsar: 70,753/s and 12.9 us a message with C2, 50,848/s and 17.0 C1 only).
+    "-XX:TieredStopAtLevel=1",
+)
 _STAMP = "bench-build.stamp"
 _CLASSPATH = "classpath.txt"
 
@@ -56,9 +65,11 @@ class JvmWorker:
     build_seconds: float = 0.0
     """How long the build took (0 when the existing build was current)."""
 
-    def argv(self) -> list[str]:
-        """The command line that starts one worker (it then reads commands on stdin)."""
-        return [self.java, *self.jvm_flags, "-cp", self.classpath, MAIN_CLASS]
+    def argv(self, open_loop: bool = False) -> list[str]:
+        """The command line that starts one worker (it then reads commands on stdin);
+        ``open_loop``: its spec has a rate (:data:`OPEN_LOOP_FLAGS`)."""
+        flags = (*self.jvm_flags, *OPEN_LOOP_FLAGS) if open_loop else self.jvm_flags
+        return [self.java, *flags, "-cp", self.classpath, MAIN_CLASS]
 
 
 def engine_dir() -> Path:

@@ -58,8 +58,9 @@ def remote_workers(addrs: Sequence[str]) -> Iterator[None]:
         REMOTE_WORKERS.reset(reset)
 
 
-def worker_command(engine: p.Engine) -> tuple[list[str], dict[str, str]]:
-    """The argv and extra environment that start one worker of ``engine``."""
+def worker_command(engine: p.Engine, open_loop: bool = False) -> tuple[list[str], dict[str, str]]:
+    """The argv and extra environment that start one worker of ``engine``; ``open_loop``: the
+    worker's spec has a rate (the JVM then compiles for start-up, not peak)."""
     if engine == "python":
         from bench.engines.python.__main__ import EXTRA_DRIVERS_ENV
 
@@ -72,7 +73,7 @@ def worker_command(engine: p.Engine) -> tuple[list[str], dict[str, str]]:
     if engine == "jvm":
         from bench.engines.jvm import ensure_built
 
-        return ensure_built().argv(), {}
+        return ensure_built().argv(open_loop), {}
     raise ConfigError(f"unknown engine {engine!r}; known: {', '.join(p.ENGINES)}")
 
 
@@ -206,6 +207,7 @@ class WorkerPool:
 
     def _start_local(self, specs: Sequence[LoadSpec]) -> None:
         argv, extra_env = worker_command(self.engine)
+        open_argv, _ = worker_command(self.engine, open_loop=True)
         env = {**os.environ, **extra_env}
         # A worker's console is its log file; several processes must not share one client log.
         env.pop(CLIENT_LOG_ENV, None)
@@ -215,7 +217,7 @@ class WorkerPool:
         try:
             for spec in specs:
                 proc = subprocess.Popen(
-                    argv,
+                    open_argv if spec.rate_per_s is not None else argv,
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
                     stderr=self._log if self._log is not None else subprocess.DEVNULL,
@@ -240,7 +242,12 @@ class WorkerPool:
         token = worker_token()
         try:
             for i, spec in enumerate(specs):
-                proc = RemoteProcess(self.remote[i % len(self.remote)], self.engine, token)
+                proc = RemoteProcess(
+                    self.remote[i % len(self.remote)],
+                    self.engine,
+                    token,
+                    open_loop=spec.rate_per_s is not None,
+                )
                 handle = _Handle(spec, proc)
                 self._workers[spec.worker_id] = handle
                 self.clocks[spec.worker_id] = proc.clock

@@ -16,7 +16,9 @@ Before the protocol proper, on one connection (JSON lines, runner first):
    time.time_ns()>}``. The runner keeps the exchange with the shortest round trip and records
    the offset (worker clock - runner clock, at the round trip's midpoint) and its bound (half
    the round trip).
-3. ``{"cmd": "start", "engine": "python"|"jvm"}``: the worker process starts; from here on the
+3. ``{"cmd": "start", "engine": "python"|"jvm", "open_loop": bool}``: the worker process
+   starts (``open_loop``: its spec will have a rate; the JVM then compiles for start-up, not
+   peak; absent means false); from here on the
    lines are the worker protocol (``docs/worker-protocol.md``), unchanged.
 """
 
@@ -84,7 +86,7 @@ class WorkerServer:
         port: int,
         token: str,
         *,
-        command: Callable[[str], tuple[list[str], dict[str, str]]] | None = None,
+        command: Callable[[str, bool], tuple[list[str], dict[str, str]]] | None = None,
         log_stream: IO[bytes] | None = None,
         clock: Callable[[], int] = time.time_ns,
     ) -> None:
@@ -156,7 +158,9 @@ class WorkerServer:
                 _send(wfile, {"event": "failed", "error": f"expected clock or start, got {cmd}"})
                 return
             conn.settimeout(None)
-            self._relay(conn, rfile, wfile, str(msg.get("engine", "python")))
+            self._relay(
+                conn, rfile, wfile, str(msg.get("engine", "python")), msg.get("open_loop") is True
+            )
         except (OSError, ValueError) as exc:
             log.info("connection from %s ended: %s", peer, exc)
         finally:
@@ -166,10 +170,12 @@ class WorkerServer:
             with contextlib.suppress(OSError):
                 conn.close()
 
-    def _relay(self, conn: socket.socket, rfile: IO[bytes], wfile: IO[bytes], engine: str) -> None:
+    def _relay(
+        self, conn: socket.socket, rfile: IO[bytes], wfile: IO[bytes], engine: str, open_loop: bool
+    ) -> None:
         from bench.engines.pool import worker_command
 
-        argv, extra = (self._command or worker_command)(engine)  # type: ignore[arg-type]
+        argv, extra = (self._command or worker_command)(engine, open_loop)  # type: ignore[arg-type]
         env = {**os.environ, **extra}
         env.pop(TOKEN_ENV, None)  # the worker process has no use for it
         proc = subprocess.Popen(
@@ -237,7 +243,15 @@ class RemoteProcess:
 
     pid = 0  # not a local process: nothing to sample or signal
 
-    def __init__(self, addr: str, engine: str, token: str, timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        addr: str,
+        engine: str,
+        token: str,
+        timeout_s: float = 10.0,
+        *,
+        open_loop: bool = False,
+    ) -> None:
         self.addr = addr
         host, port = parse_addr(addr)
         try:
@@ -252,7 +266,7 @@ class RemoteProcess:
             probe = _Probe(addr, self.stdout, self.stdin)
             self.host = str(probe.hello(token).get("host", ""))
             self.clock = probe.clock()
-            _send(self.stdin, {"cmd": "start", "engine": engine})
+            _send(self.stdin, {"cmd": "start", "engine": engine, "open_loop": open_loop})
         except (OSError, ValueError, KeyError) as exc:
             self._abandon()
             raise RemoteWorkerError(f"bench worker at {addr}: {exc}") from None

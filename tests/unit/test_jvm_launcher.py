@@ -103,3 +103,10 @@ def test_missing_sources_are_reported(tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.setattr(jvm, "project_infra_dir", lambda: tmp_path / "infra")
     with pytest.raises(ArtifactError, match="sources are missing"):
         jvm.engine_dir()
+
+
+def test_an_open_loop_worker_compiles_for_start_up_a_closed_loop_one_for_peak() -> None:
+    w = jvm.JvmWorker(java="/usr/bin/java", classpath="/x.jar")
+    assert "-XX:TieredStopAtLevel=1" in w.argv(open_loop=True)
+    assert "-XX:TieredStopAtLevel=1" not in w.argv()
+    assert w.argv(open_loop=True)[-3:] == w.argv()[-3:] == ["-cp", "/x.jar", jvm.MAIN_CLASS]

@@ -175,3 +175,32 @@ def test_more_hosts_than_shards_get_a_shard_each() -> None:
     assert reshard(specs, 2) == specs  # enough shards already
     capped = [replace(s, max_messages=10) for s in specs]
     assert reshard(capped, 3) == capped  # a per-worker cap would change the total
+
+
+def test_the_start_command_carries_whether_the_worker_is_open_loop() -> None:
+    """A remote JVM worker is started with the JIT flags its spec needs, like a local one."""
+    from bench.engines.pool import worker_command
+    from bench.engines.remote import RemoteProcess
+
+    seen: list[tuple[str, bool]] = []
+
+    def command(engine: str, open_loop: bool) -> tuple[list[str], dict[str, str]]:
+        seen.append((engine, open_loop))
+        return worker_command("python")
+
+    server = WorkerServer("127.0.0.1", 0, TOKEN, command=command)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        for n, open_loop in enumerate((True, False), start=1):
+            proc = RemoteProcess(server.address, "jvm", TOKEN, open_loop=open_loop)
+            deadline = time.monotonic() + 10
+            while len(seen) < n and time.monotonic() < deadline:
+                time.sleep(0.02)
+            proc.kill()
+    finally:
+        server.close()
+        for child in server.children:
+            if child.poll() is None:
+                child.kill()
+                child.wait(5)
+    assert seen == [("jvm", True), ("jvm", False)]
