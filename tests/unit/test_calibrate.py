@@ -107,7 +107,7 @@ def test_consumers_get_a_topic_per_worker(monkeypatch: pytest.MonkeyPatch) -> No
     would each take every queue and receive every message twice."""
     import contextlib
 
-    import bench.runner.calibrate as cal
+    import bench.runner.calibrate.rates as cal
 
     seen: list[tuple[str, ...]] = []
 
