@@ -75,8 +75,10 @@ EVENT_KINDS: tuple[str, ...] = (
     "interrupted",
     "infra_up",
     "infra_down",
+    "broker_warmup",
 )
-"""``infra_up``/``infra_down``: the runner brought a broker's processes up (fresh) or down."""
+"""``infra_up``/``infra_down``: the runner brought a broker's processes up (fresh) or down;
+``broker_warmup``: the unmeasured load after a bring-up (its rates, or its error)."""
 
 LATENCY_KEYS: tuple[str, ...] = ("p50", "p90", "p99", "p999", "max", "count")
 """Keys every latency summary has (microseconds; ``count`` values)."""

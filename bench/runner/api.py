@@ -33,6 +33,7 @@ from bench.metrics.meta import client_versions, git_revision, host_info
 from bench.results.store import RunWriter
 from bench.runner.progress import Progress, QuietProgress
 from bench.runner.record import base_record
+from bench.runner.session import BrokerSession, TargetSession
 from bench.runner.summary import step_line
 from bench.scenarios.loader import load_many, scenario_hash
 from bench.scenarios.model import Scenario, Step, check_only_keys, expand_steps, select_steps
@@ -114,65 +115,6 @@ def infra_settings_for(scenario: Scenario, step: Step, port_offset: int) -> Infr
     )
     heap = scenario.profile(step.profile).broker_heap_mb
     return replace(settings, heap_mb=heap) if heap else settings
-
-
-class BrokerSession:
-    """The infra of one (scenario, broker): brought up on first need, again when settings
-    change or after a step left the broker unhealthy, and always brought down."""
-
-    def __init__(self, root: Path, run: RunWriter, progress: Progress) -> None:
-        self.infra = Infra(root)
-        self.run = run
-        self.progress = progress
-        self.settings: InfraSettings | None = None
-        self.healthy = False
-
-    def ensure(self, settings: InfraSettings) -> None:
-        if self.settings == settings and self.healthy:
-            return
-        self.down()
-        broker = settings.brokers[0]
-        self.progress.message(
-            f"  bringing {broker} up ({settings.topology}"
-            f"{', proxy' if settings.proxy else ''}) fresh"
-        )
-        timings = self.infra.up(settings, fresh=True, progress=lambda m: None)
-        self.settings = settings
-        self.healthy = True
-        self.run.event(
-            "infra_up",
-            broker=broker,
-            detail={
-                "settings": settings.to_json(),
-                "timings": timings[broker],
-                "endpoints": self.infra.endpoints(broker).to_json(),
-            },
-        )
-
-    def down(self) -> None:
-        if self.settings is not None or self.infra.records():
-            # Every scenario's brokers come up fresh: nothing of this data is kept.
-            stopped = self.infra.down(graceful=False)
-            if stopped:
-                self.run.event("infra_down", detail={"stopped": stopped})
-        self.settings = None
-        self.healthy = False
-
-
-class TargetSession:
-    """A target of ``--targets`` in place of :class:`BrokerSession`: nothing to bring up or
-    down; the step's settings record the target instead of an infra."""
-
-    def __init__(self, target: Any) -> None:
-        self.infra = TargetInfra(target)
-        self.settings = TargetSettings(target.name, target.broker, target.topology)
-        self.healthy = True
-
-    def ensure(self, settings: InfraSettings) -> None:
-        """Nothing to start: the target is up or the step fails on it."""
-
-    def down(self) -> None:
-        """Nothing to stop: the suite did not start the target."""
 
 
 @contextmanager
@@ -385,7 +327,11 @@ def _run_one(
     started = time.time()
     settings = infra_settings_for(scenario, step, port_offset)
     try:
-        session.ensure(settings)
+        session.ensure(
+            settings,
+            scenario.profile(step.profile).broker_warmup_s or 0.0,
+            engine_for(scenario, step, engine),
+        )
         progress.start_step(f"{step.scenario} {step.step_id}", _expected_s(scenario, step))
         ctx = StepContext(
             run,

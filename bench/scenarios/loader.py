@@ -385,12 +385,15 @@ def _unknown_key(loc: Loc, root: type[BaseModel]) -> str:
     hints: dict[str, str] = getattr(parent, "unknown_key_hints", {})
     if key in hints:
         return f"unknown key: {hints[str(key)]}; allowed keys: {', '.join(allowed)}"
-    text = f"unknown key{_suggest(str(key), allowed)}; allowed keys: {', '.join(allowed)}"
     profile_model: type[BaseModel] | None = getattr(root, "profile_model", None)
+    # A key of the other level gets that said instead of a look-alike key of this one.
+    where = ""
     if len(loc) == 1 and profile_model is not None and key in profile_model.model_fields:
-        text += "; kind parameters go under profiles.quick and profiles.full"
+        where = "; kind parameters go under profiles.quick and profiles.full"
     elif len(loc) == 3 and loc[0] == "profiles" and key in root.model_fields:
-        text += f"; {key} is a top-level key"
+        where = f"; {key} is a top-level key"
+    hint = "" if where else _suggest(str(key), allowed)
+    text = f"unknown key{hint}; allowed keys: {', '.join(allowed)}{where}"
     return text
 
 

@@ -186,6 +186,12 @@ class ProfileBase(_Strict):
     given: size it for the load (e.g. 100,000 topics)."""
     engine: Literal["python", "jvm"] | None = None
     """The load engine for this profile's steps (default: ``bench run --engine``'s)."""
+    broker_warmup_s: Annotated[float, Field(ge=0, le=300)] | None = None
+    """Seconds of unmeasured load (closed loop, one consumer, a scratch topic) each time the
+    suite brings a broker up, before the first step on it. A just-started broker JVM is still
+    compiling its hot paths and the first step measures that (Pulsar, sync at 1,000 msg/s right
+    after start: broker at 98% CPU, publish p99 from the intended time 0.5-1.1 s). Unset or 0:
+    none. Recorded in each step's parameters, since it changes what the first step meets."""
 
 
 class _TimedProfile(ProfileBase):

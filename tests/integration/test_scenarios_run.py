@@ -166,6 +166,16 @@ def test_send_frequency_rises_then_flattens(quick_run: Run, broker: str) -> None
         top = rs[-1]["params"]["rate_per_s"] >= ramp_spec.max_per_s
         assert held[-1] == (not rs[-1]["metrics"]["saturated"]), group
         assert top or not held[-1], (group, "stopped below max_per_s while carrying the rate")
+    # The profile warms each broker it brings up with unmeasured load on a scratch topic.
+    warmups = [
+        e
+        for e in quick_run.events.to_dict("records")
+        if e.get("kind") == "broker_warmup" and e.get("broker") == broker
+    ]  # only this scenario's test profile asks for one
+    assert warmups, "no broker warm-up recorded"
+    detail = warmups[0]["detail"]
+    assert "error" not in detail, detail
+    assert detail["acked_per_s"] > 0 and detail["received_per_s"] > 0, detail
 
 
 def test_rocketmq_oneway_counted_by_broker_and_consumers(quick_run: Run) -> None:

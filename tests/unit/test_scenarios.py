@@ -539,8 +539,9 @@ MALFORMED = [
     pytest.param(
         edit(SF, "    producers: 1\n", "    producer: 1\n"),
         ":15: profiles.quick.producer: unknown key (did you mean 'producers'?); allowed keys: "
-        "warmup_s, message_size, broker_heap_mb, engine, duration_s, rates_per_s, ramp, "
-        "send_modes, connection_modes, producers, topics, batch_size_for_per_batch, max_in_flight",
+        "warmup_s, message_size, broker_heap_mb, engine, broker_warmup_s, duration_s, "
+        "rates_per_s, ramp, send_modes, connection_modes, producers, topics, "
+        "batch_size_for_per_batch, max_in_flight",
         id="unknown-profile-key-with-suggestion",
     ),
     pytest.param(
@@ -782,8 +783,8 @@ MALFORMED = [
     pytest.param(
         edit(TG, "    mode: precreate\n", "    mode: precreate\n    brokers: [pulsar]\n"),
         ":12: profiles.quick.brokers: unknown key; allowed keys: warmup_s, message_size, "
-        "broker_heap_mb, engine, duration_s, topic_counts, mode, create_concurrency, "
-        "active_topics, rate_per_s, "
+        "broker_heap_mb, engine, broker_warmup_s, duration_s, topic_counts, mode, "
+        "create_concurrency, active_topics, rate_per_s, "
         "lookup_sample, lookup_timeout_s, pulsar_bundles, rocketmq_create_batch; brokers is a "
         "top-level key",
         id="top-level-key-in-profile",

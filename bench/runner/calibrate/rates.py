@@ -34,7 +34,7 @@ class BenchRate:
     """Monotonic start and end of the measured window (for CPU metering)."""
 
 
-def _worker_topic(topic: str, worker: int) -> str:
+def worker_topic(topic: str, worker: int) -> str:
     return f"{topic}-w{worker}"
 
 
@@ -59,7 +59,7 @@ def bench_rate(
     """Run ``workers`` producer processes of ``engine`` on ``topic``, closed loop unless
     ``rate_per_s`` (in total) is given, with ``subscriptions`` consumers; measure the window
     after ``warmup``. With ONEWAY the broker's stored-message count gives ``broker_rate``.
-    With consumers, worker i uses ``_worker_topic(topic, i)``: the runner shards topics over
+    With consumers, worker i uses ``worker_topic(topic, i)``: the runner shards topics over
     workers and a worker's consumers own every queue of its topics, so workers sharing one topic
     would each receive every message of a RocketMQ group."""
     run_id = f"cal-{uuid.uuid4().hex[:8]}"
@@ -69,7 +69,7 @@ def bench_rate(
             broker=broker,
             endpoints=LoadSpec.endpoints_text(ep),
             run_id=run_id,
-            topics=(_worker_topic(topic, i) if subscriptions else topic,),
+            topics=(worker_topic(topic, i) if subscriptions else topic,),
             path=path,
             producers_per_topic=1,
             rate_per_s=rate_per_s / workers if rate_per_s else None,

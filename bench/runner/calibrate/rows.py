@@ -21,7 +21,7 @@ from bench.runner.calibrate.native import (
     native_pulsar,
     native_rocketmq,
 )
-from bench.runner.calibrate.rates import BenchRate, _worker_topic, bare_pulsar, bench_rate
+from bench.runner.calibrate.rates import BenchRate, bare_pulsar, bench_rate, worker_topic
 
 TARGET_RATIO = 0.9
 
@@ -160,7 +160,7 @@ def calibrate_broker(
             f"calibrate-{tag}-native",
             f"calibrate-{tag}-bare",
             *(r[3] for r in runs),
-            *(_worker_topic(t, i) for t in consume_topics.values() for i in range(workers)),
+            *(worker_topic(t, i) for t in consume_topics.values() for i in range(workers)),
         ]
         for r in admin.create_topics(topics, 4):
             if not r.ok:
