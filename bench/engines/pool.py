@@ -153,9 +153,13 @@ class WorkerPool:
         engine: p.Engine = "python",
         log_path: Path | None = None,
         remote: Sequence[str] | None = None,
+        *,
+        peak: bool = False,
     ) -> None:
         self.engine = engine
         self.log_path = log_path
+        self.peak = peak
+        """Compile for peak even at a fixed rate (calibrate's ONEWAY rows measure a peak)."""
         self.remote: tuple[str, ...] = tuple(remote if remote is not None else REMOTE_WORKERS.get())
         """``bench worker`` addresses: spec ``i`` runs on ``remote[i % len(remote)]``; empty:
         local processes."""
@@ -205,6 +209,10 @@ class WorkerPool:
             raise
         self._broadcast(p.Go())
 
+    def _open_loop(self, spec: LoadSpec) -> bool:
+        """Whether the worker compiles for start-up (a fixed rate) rather than for peak."""
+        return spec.rate_per_s is not None and not self.peak
+
     def _start_local(self, specs: Sequence[LoadSpec]) -> None:
         argv, extra_env = worker_command(self.engine)
         open_argv, _ = worker_command(self.engine, open_loop=True)
@@ -217,7 +225,7 @@ class WorkerPool:
         try:
             for spec in specs:
                 proc = subprocess.Popen(
-                    open_argv if spec.rate_per_s is not None else argv,
+                    open_argv if self._open_loop(spec) else argv,
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
                     stderr=self._log if self._log is not None else subprocess.DEVNULL,
@@ -246,7 +254,7 @@ class WorkerPool:
                     self.remote[i % len(self.remote)],
                     self.engine,
                     token,
-                    open_loop=spec.rate_per_s is not None,
+                    open_loop=self._open_loop(spec),
                 )
                 handle = _Handle(spec, proc)
                 self._workers[spec.worker_id] = handle

@@ -112,7 +112,7 @@ def test_consumers_get_a_topic_per_worker(monkeypatch: pytest.MonkeyPatch) -> No
     seen: list[tuple[str, ...]] = []
 
     class Pool:
-        def __init__(self, engine: str) -> None:
+        def __init__(self, engine: str, peak: bool = False) -> None:
             self.failures: dict[str, str] = {}
 
         def __enter__(self) -> Pool:

@@ -110,3 +110,12 @@ def test_an_open_loop_worker_compiles_for_start_up_a_closed_loop_one_for_peak() 
     assert "-XX:TieredStopAtLevel=1" in w.argv(open_loop=True)
     assert "-XX:TieredStopAtLevel=1" not in w.argv()
     assert w.argv(open_loop=True)[-3:] == w.argv()[-3:] == ["-cp", "/x.jar", jvm.MAIN_CLASS]
+
+
+def test_a_pool_compiles_for_start_up_at_a_fixed_rate_unless_told_to_measure_a_peak() -> None:
+    from bench.engines.pool import WorkerPool
+    from tests.unit.test_worker import _spec
+
+    at_rate, closed = _spec("w0", ["t"], rate_per_s=100.0), _spec("w1", ["t"], rate_per_s=None)
+    assert WorkerPool("jvm")._open_loop(at_rate) and not WorkerPool("jvm")._open_loop(closed)
+    assert not WorkerPool("jvm", peak=True)._open_loop(at_rate)

@@ -55,6 +55,7 @@ def bench_rate(
     engine: Engine = "python",
     rate_per_s: float | None = None,
     subscriptions: int = 0,
+    peak: bool = False,
 ) -> BenchRate:
     """Run ``workers`` producer processes of ``engine`` on ``topic``, closed loop unless
     ``rate_per_s`` (in total) is given, with ``subscriptions`` consumers; measure the window
@@ -87,7 +88,7 @@ def bench_rate(
     used = sorted({t for spec in specs for t in spec.topics})  # the broker counts these
     collected = []
     broker_rate = None
-    with open_driver(broker, ep, path=path) as admin, WorkerPool(engine) as pool:
+    with open_driver(broker, ep, path=path) as admin, WorkerPool(engine, peak=peak) as pool:
         pool.start(specs)
         if cpu is not None:
             for pid in pool.pids().values():

@@ -206,6 +206,7 @@ def calibrate_broker(
                     # not fit (0 stored in one such run). Offered at what the broker took from
                     # the native tool, the stored rate says whether our client delivers it.
                     rate_per_s=native if mode == "oneway" else None,
+                    peak=True,  # a JVM worker compiles for peak at that fixed rate too
                 )
             )
         if bare and broker == "pulsar":
