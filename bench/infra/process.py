@@ -202,6 +202,7 @@ def start(spec: ProcessSpec) -> ProcessRecord:
             )
         except OSError as exc:
             raise BrokerStartError(f"cannot start {spec.name}: {exc}") from exc
+    _collect()
     _children[popen.pid] = popen
     # Right after the exec /proc may show an empty command line for a moment: read until it
     # is there (bounded; a process that exited at once gets a record that matches nothing).
@@ -216,10 +217,21 @@ def start(spec: ProcessSpec) -> ProcessRecord:
 
 
 def _reap(pid: int) -> None:
-    popen = _children.pop(pid, None)
+    """Reap ``pid`` if it has exited; one still exiting (a SIGKILLed JVM frees its heap first,
+    which took over 0.5 s on a loaded machine) stays in :data:`_children` to be reaped later:
+    a dropped ``Popen`` of a running process is never waited for (and warns)."""
+    popen = _children.get(pid)
     if popen is not None:
         with contextlib.suppress(subprocess.TimeoutExpired):
             popen.wait(timeout=0.5)
+    _collect()
+
+
+def _collect() -> None:
+    """Forget the children that have exited (``poll`` reaps them)."""
+    for pid, popen in list(_children.items()):
+        if popen.poll() is not None:
+            _children.pop(pid, None)
 
 
 def wait_exit(record: ProcessRecord, timeout_s: float) -> bool:

@@ -383,3 +383,25 @@ def test_a_down_that_keeps_nothing_kills_at_once(tmp_path: Path) -> None:
     assert time.monotonic() - started < 3.0
     assert not record.alive()
     assert not log.exists(), "SIGTERM was sent: the shutdown handler ran"
+
+
+def test_a_child_still_exiting_is_kept_until_it_can_be_reaped() -> None:
+    """A dropped Popen of a running process is never waited for (and warns at collection)."""
+    import subprocess
+
+    from bench.infra import process as proc_mod
+
+    child = subprocess.Popen(["sleep", "30"])
+    proc_mod._children[child.pid] = child
+    try:
+        proc_mod._reap(child.pid)  # still running: kept
+        assert proc_mod._children.get(child.pid) is child
+        child.kill()
+        child.wait(5)
+        proc_mod._reap(child.pid)
+        assert child.pid not in proc_mod._children
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(5)
+        proc_mod._children.pop(child.pid, None)
