@@ -82,13 +82,18 @@ final class Senders {
         return null;
     }
 
-    void closeProducer(Slot slot) {
+    void closeProducer(Slot slot) { detach(slot).run(); }
+
+    /** Takes the slot's producer (and own client) from it; the returned task closes them. */
+    private static Runnable detach(Slot slot) {
         Engine.Producer p = slot.producer;
-        slot.producer = null;
-        if (p != null) p.close();
         Engine.Client c = slot.client;
+        slot.producer = null;
         slot.client = null;
-        if (c != null) c.close();
+        return () -> {
+            if (p != null) p.close();
+            if (c != null) c.close();
+        };
     }
 
     void start() {
@@ -193,14 +198,7 @@ final class Senders {
     private void send(Slot slot, long intendedNs) {
         if (perBatch && slot.onClient >= spec.batchSize) {
             slot.awaitIdle(w.sendTimeoutNs());   // the batch is acknowledged before its client goes
-            Engine.Producer p = slot.producer;
-            Engine.Client c = slot.client;
-            slot.producer = null;
-            slot.client = null;
-            closer.execute(() -> {
-                if (p != null) p.close();
-                if (c != null) c.close();
-            });
+            closer.execute(detach(slot));
         }
         if (slot.producer == null && System.nanoTime() >= slot.nextRecreateNs) open(slot);
         Engine.Producer producer = slot.producer;

@@ -5,7 +5,9 @@ import com.fasterxml.jackson.databind.node.ObjectNode;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.BlockingQueue;
+import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicInteger;
 
 /** One worker's life: setup, ready, go, the control loop (stats, drain, commands), stop, exit. */
 final class Worker {
@@ -26,8 +28,7 @@ final class Worker {
     volatile boolean stopping;
     private Churn churn;
     private static final int ERROR_LINES_PER_KIND = 3;
-    private final java.util.concurrent.ConcurrentHashMap<String, java.util.concurrent.atomic.AtomicInteger> errorLines =
-            new java.util.concurrent.ConcurrentHashMap<>();
+    private final ConcurrentHashMap<String, AtomicInteger> errorLines = new ConcurrentHashMap<>();
 
     Worker(LoadSpec spec, Protocol protocol, BlockingQueue<String> commands) {
         this.spec = spec;
@@ -53,8 +54,7 @@ final class Worker {
      *  alone do not say which broker answer they were. Bounded: a flood of errors writes a few
      *  lines, not one a message. */
     private void logFirst(String operation, String kind, Throwable e) {
-        java.util.concurrent.atomic.AtomicInteger seen = errorLines.computeIfAbsent(
-                operation + "." + kind, k -> new java.util.concurrent.atomic.AtomicInteger());
+        AtomicInteger seen = errorLines.computeIfAbsent(operation + "." + kind, k -> new AtomicInteger());
         if (seen.incrementAndGet() <= ERROR_LINES_PER_KIND) {
             System.err.println("worker " + spec.workerId + ": " + operation + " error (" + kind + "): " + Protocol.describe(e));
         }
