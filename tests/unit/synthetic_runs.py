@@ -54,6 +54,8 @@ class Spec:
     """(path, restart policy) pairs of the kill-9 sweep."""
     send_modes: tuple[str, ...] = ("async", "sync", "oneway")
     """Send modes (``oneway`` runs on RocketMQ only, as the scenario model expands it)."""
+    connection_modes: tuple[str, ...] = ("shared",)
+    """Connection modes (``per_batch`` curves top out at a tenth of the broker's limit)."""
     series_s: int = 100
     """Per-second rows written for each step."""
     status: str = "complete"
@@ -73,6 +75,9 @@ class Spec:
     client_bound_from: dict[str, float] = field(default_factory=dict)
     """broker -> offered rate from which its send-frequency steps are client-bound (the
     ``client_bound`` metric is left out for brokers not named, as in runs made before it)."""
+    client_bound_modes: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """broker -> send modes (``async``, or ``async-shared`` for one connection mode) whose
+    send-frequency steps are client-bound at every rate."""
     tps_factor: float = 1.0
     """Scales every TPS figure (e.g. 0.8 for a synthetic 20% regression)."""
     t0: float = 1_795_000_000.0
@@ -275,10 +280,13 @@ class _Gen:
 
     def send_frequency(self, broker: str) -> None:
         modes = [
-            (m, "shared") for m in self.spec.send_modes if m != "oneway" or broker == "rocketmq"
+            (m, c)
+            for m in self.spec.send_modes
+            if m != "oneway" or broker == "rocketmq"
+            for c in self.spec.connection_modes
         ]
-        limit = self.edge(40_000, 25_000, broker)
         for send, conn in modes:
+            limit = self.edge(40_000, 25_000, broker) / (10 if conn == "per_batch" else 1)
             for rate in self.spec.rates:
                 achieved = self.noise(min(rate, limit))
                 sid = f"{broker}-sweep-send={send}-conn={conn}-rate={rate:g}"
@@ -290,8 +298,12 @@ class _Gen:
                 m.update(
                     {"send_mode": send, "connection_mode": conn, "saturated": achieved < 0.9 * rate}
                 )
-                if broker in self.spec.client_bound_from:
-                    m["client_bound"] = rate >= self.spec.client_bound_from[broker]
+                if broker in self.spec.client_bound_from or broker in self.spec.client_bound_modes:
+                    m["client_bound"] = rate >= self.spec.client_bound_from.get(
+                        broker, float("inf")
+                    ) or bool(
+                        {send, f"{send}-{conn}"} & set(self.spec.client_bound_modes.get(broker, ()))
+                    )
                 params = {
                     "phase": "sweep",
                     "send_mode": send,

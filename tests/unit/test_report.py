@@ -329,6 +329,46 @@ def test_client_bound_maximum_is_a_floor_not_a_decision(tmp_path: Path) -> None:
     assert rows.count("<td>broker</td>") == 2  # RocketMQ's async and oneway curves
 
 
+@pytest.mark.parametrize(
+    ("bound", "compared"),
+    [
+        ({"pulsar": ("async",), "rocketmq": ("sync", "oneway")}, None),
+        ({"pulsar": ("async",), "rocketmq": ("async", "oneway")}, "sync"),
+        ({"pulsar": (), "rocketmq": ()}, "async"),
+        # Both saturate only with a new connection per batch: connection set-up, not capacity.
+        (
+            {
+                "pulsar": ("async-shared", "sync-shared"),
+                "rocketmq": ("async-shared", "sync-shared"),
+            },
+            "per_batch",
+        ),
+    ],
+)
+def test_broker_bound_maxima_are_compared_in_one_send_mode(
+    tmp_path: Path, bound: dict[str, tuple[str, ...]], compared: str | None
+) -> None:
+    # Pulsar saturates the broker only with sync sends, RocketMQ only with async ones: the two
+    # maxima measure different things (sender concurrency over the round trip vs throughput).
+    spec = {**SMALL, "send_modes": ("async", "sync", "oneway")}
+    conns = ("shared", "per_batch") if compared == "per_batch" else ("shared",)
+    run = make_run(tmp_path, Spec(client_bound_modes=bound, connection_modes=conns, **spec))
+    dims = {d.dimension: d for d in recommend(load_run(run).steps).dimensions}
+    (top,) = [v for v in dims["send_frequency"].verdicts if "broker-bound maximum" in v.criterion]
+    if compared == "per_batch":
+        assert top.outcome == "undecided"
+        assert "no Pulsar data for this figure: no step saturated the broker" in top.reason
+    elif compared is None:
+        assert top.outcome == "undecided"
+        assert "only with send=sync, connections=shared" in top.reason
+        assert "only with send=async, connections=shared" in top.reason
+        assert "no send mode over shared connections in which both were" in top.reason
+    else:
+        assert top.outcome != "undecided", top.reason
+        details = [f.detail for f in top.figures.values()]
+        assert all(f"send={compared}-" in d for d in details), details
+
+
 def test_runs_without_the_client_bound_metric_still_decide(tmp_path: Path) -> None:
     run = make_run(tmp_path, Spec(**SMALL))
     send = next(
