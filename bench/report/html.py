@@ -39,6 +39,7 @@ from bench.report.recommend import (
 )
 from bench.results import clean, frames
 from bench.results.check import check_run
+from bench.results.frames import column, param
 from bench.results.schema import HEADLINE_METRICS, ResultsError
 from bench.results.store import Run, load_run, without_steps
 
@@ -112,27 +113,13 @@ def fmt(v: Any, digits: int = 3) -> str:
     return str(v)
 
 
-def _num(df: pd.DataFrame, *cols: str) -> pd.Series:
-    for c in cols:
-        if c in df.columns:
-            return pd.to_numeric(df[c], errors="coerce")
-    return pd.Series([math.nan] * len(df), index=df.index, dtype=float)
-
-
-def _param(df: pd.DataFrame, name: str) -> pd.Series:
-    for c in (f"params.{name}", name):
-        if c in df.columns:
-            return df[c]
-    return pd.Series([None] * len(df), index=df.index, dtype=object)
-
-
 def _limited_by(df: pd.DataFrame, x_of: Any, offered: float | None) -> str:
     """Who limited a curve from its saturation point on: "our client" if any of those steps
     was client-bound, else "broker"; without a saturation point, "our client" if any step was
     client-bound, else "-" (nothing limited it), as without the figures."""
     x = x_of(df)
     rows = df if offered is None else df[x >= offered]
-    values = [v for v in _param(rows, "client_bound") if str(v) in ("True", "False")]
+    values = [v for v in param(rows, "client_bound") if str(v) in ("True", "False")]
     if any(is_client_bound(v) for v in values):
         return "our client"
     return "broker" if values and offered is not None else "-"
@@ -185,7 +172,7 @@ def _lines(
     for broker, bdf in df.groupby("broker", sort=True):
         groups = list(bdf.groupby("group", sort=True)) if by_group else [("", bdf)]
         for i, (group, gdf) in enumerate(groups):
-            xs, ys = _curve(gdf, x_of(gdf), _num(gdf, metric) * scale)
+            xs, ys = _curve(gdf, x_of(gdf), column(gdf, metric) * scale)
             if not xs:
                 continue
             label = title(str(broker)) + _engines(gdf)
@@ -204,8 +191,8 @@ def _topic_growth(steps: pd.DataFrame, scenario: str, s: Settings) -> Section:
 
     def x_of(d: pd.DataFrame) -> pd.Series:
         # The topics that existed: fewer than the step's target when creation broke off.
-        target = _num(d, "topic_count").fillna(_num(d, "params.topic_count"))
-        return _num(d, "topics_created").fillna(target)
+        target = column(d, "topic_count").fillna(column(d, "params.topic_count"))
+        return column(d, "topics_created").fillna(target)
 
     tps = _lines(steps, x_of, "publish_tps")
     marks: list[Mark] = []
@@ -271,7 +258,7 @@ def _topic_growth(steps: pd.DataFrame, scenario: str, s: Settings) -> Section:
             f"publish TPS is within {s.knee_drop_pct:g}% of its best so far.",
         )
     )
-    timeouts = steps[_num(steps, "lookup_timeouts").fillna(0) > 0]
+    timeouts = steps[column(steps, "lookup_timeouts").fillna(0) > 0]
     for r in timeouts.itertuples():
         sec.notes.append(
             f"{title(str(r.broker))} {r.step_id}: lookup timeouts "
@@ -292,12 +279,12 @@ def _send_frequency(steps: pd.DataFrame, scenario: str, s: Settings) -> Section:
     sec = Section("send-frequency", scenario, f"Send frequency: {scenario}")
 
     def x_of(d: pd.DataFrame) -> pd.Series:
-        return _num(d, "offered_rate_per_s").fillna(_num(d, "params.rate_per_s"))
+        return column(d, "offered_rate_per_s").fillna(column(d, "params.rate_per_s"))
 
     modes = pd.DataFrame(
         {
-            "send": _param(steps, "send_mode").astype(str),
-            "conn": _param(steps, "connection_mode").astype(str),
+            "send": param(steps, "send_mode").astype(str),
+            "conn": param(steps, "connection_mode").astype(str),
         },
         index=steps.index,
     )
@@ -310,8 +297,8 @@ def _send_frequency(steps: pd.DataFrame, scenario: str, s: Settings) -> Section:
         for broker, bdf in d.groupby("broker", sort=True):
             sat = find_saturation(
                 list(x_of(bdf)),
-                list(_num(bdf, "publish_tps")),
-                [v if isinstance(v, bool) else None for v in _param(bdf, "saturated")],
+                list(column(bdf, "publish_tps")),
+                [v if isinstance(v, bool) else None for v in param(bdf, "saturated")],
                 s.saturation_fraction,
             )
             if sat is None:
@@ -431,7 +418,7 @@ def _send_frequency(steps: pd.DataFrame, scenario: str, s: Settings) -> Section:
 
 def _subscribe_frequency(steps: pd.DataFrame, scenario: str, s: Settings) -> Section:
     sec = Section("subscribe-frequency", scenario, f"Subscribe frequency: {scenario}")
-    sweep = _param(steps, "sweep")
+    sweep = param(steps, "sweep")
     for name, xcol, xlabel in (
         ("fanout", "fanout", "subscriptions per topic"),
         ("churn", "churn_per_s", "subscribe+unsubscribe ops/s"),
@@ -441,7 +428,7 @@ def _subscribe_frequency(steps: pd.DataFrame, scenario: str, s: Settings) -> Sec
             continue
 
         def x_of(df: pd.DataFrame, col: str = xcol) -> pd.Series:
-            return _num(df, col).fillna(_num(df, f"params.{col}"))
+            return column(df, col).fillna(column(df, f"params.{col}"))
 
         sub = _lines(
             d, x_of, "subscribe_latency_us.p50", by_group=False, label_suffix=" p50", scale=MS
@@ -489,7 +476,7 @@ def _subscribe_frequency(steps: pd.DataFrame, scenario: str, s: Settings) -> Sec
                 caption="Measured window only (warm-up excluded).",
             )
         )
-        fails = d[_num(d, "subscribe_failures").fillna(0) > 0]
+        fails = d[column(d, "subscribe_failures").fillna(0) > 0]
         for r in fails.itertuples():
             sec.notes.append(
                 f"{title(str(r.broker))} {r.step_id}: "
@@ -504,8 +491,8 @@ def _kill_recovery(
     sec = Section("kill-9-recovery", scenario, f"kill -9 recovery: {scenario}")
     points = pd.DataFrame(
         {
-            "path": _param(steps, "path").astype(str),
-            "policy": _param(steps, "restart_policy").astype(str),
+            "path": param(steps, "path").astype(str),
+            "policy": param(steps, "restart_policy").astype(str),
         },
         index=steps.index,
     )
@@ -554,7 +541,7 @@ def _kill_recovery(
                 if restart is not None and not _value(r, "excluded"):
                     restarts.setdefault(round(restart - kill_t, 1), []).append(rep)
             marks = [Mark(0.0, "kill -9", str(broker)), *_restart_marks(restarts, str(broker))]
-            offered = _num(bdf, "offered_rate_per_s").dropna()
+            offered = column(bdf, "offered_rate_per_s").dropna()
             spans = [x for line in tps_lines for x in line.x]
             if len(offered) and spans:
                 # The offered rate, so a reader sees what "back to full TPS" means.
@@ -823,7 +810,7 @@ def unstable_figures(steps: pd.DataFrame, max_cv_pct: float, limit: int = 12) ->
         for metric in HEADLINE_METRICS.get(str(kind), {}):
             # Only clean steps (a loss from an unfinished drain is a bound, not a value).
             ok = clean.clean_mask(g, publish_side=not metric.startswith("loss."))
-            v = _num(g[ok], metric).dropna()
+            v = column(g[ok], metric).dropna()
             if len(v) < 2 or v.mean() == 0:
                 continue
             cv = 100 * float(v.std()) / abs(float(v.mean()))

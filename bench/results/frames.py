@@ -8,6 +8,7 @@ columns even when empty, so callers can filter without checking first.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -141,3 +142,19 @@ def drain_unfinished(steps: pd.DataFrame) -> pd.Series:
     if not len(steps):
         return pd.Series([], dtype=bool)
     return pd.Series([unfinished(r) for r in steps.to_dict("records")], index=steps.index)
+
+
+def column(df: pd.DataFrame, *names: str) -> pd.Series:
+    """The first of ``names`` that is a column of ``df`` (as float), else all-NaN."""
+    for n in names:
+        if n in df.columns:
+            return pd.to_numeric(df[n], errors="coerce")
+    return pd.Series([math.nan] * len(df), index=df.index, dtype=float)
+
+
+def param(df: pd.DataFrame, name: str) -> pd.Series:
+    """The step parameter ``name`` (``params.<name>``, else the metric of that name)."""
+    for col in (f"params.{name}", name):
+        if col in df.columns:
+            return df[col]
+    return pd.Series([None] * len(df), index=df.index, dtype=object)

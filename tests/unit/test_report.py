@@ -20,13 +20,13 @@ from bench.report.commands import report_cmd
 from bench.report.recommend import (
     Figure,
     Settings,
-    _outage,
     decide,
     find_knee,
     find_saturation,
     load_settings,
     recommend,
 )
+from bench.report.recommend.steps import _outage
 from bench.results import frames
 from bench.results.store import load_run
 from tests.unit.synthetic_runs import Spec, make_run, make_runs
