@@ -34,7 +34,7 @@ from bench.scenarios.model import (
     ScenarioBase,
     bound_reason,
 )
-from bench.yamlio import check_expansion
+from bench.yamlio import check_depth, check_expansion
 
 __all__ = ["ScenarioInfo", "discover", "load_many", "load_scenario", "scenario_hash"]
 
@@ -160,6 +160,7 @@ def _parse_yaml(path: Path, text: str) -> tuple[yaml.Node, Any]:
     loader: yaml.SafeLoader | None = None
     try:
         loader = yaml.SafeLoader(text)  # the reader checks for unprintable characters here
+        check_depth(path, text)
         node = loader.get_single_node()
         if node is None:
             raise ConfigError(
