@@ -27,6 +27,7 @@ from bench.report.recommend import (
     recommend,
 )
 from bench.report.recommend.steps import _outage
+from bench.report.sections import kill_recovery
 from bench.results import frames
 from bench.results.store import load_run
 from tests.unit.synthetic_runs import Spec, make_run, make_runs
@@ -450,12 +451,21 @@ def test_an_outage_longer_than_its_step_shows_and_decides_as_a_lower_bound() -> 
         return str(r.get(key))
 
     censored = {"unavailability_s": None, "unavailability_at_least_s": 37.5}
-    assert report_html._outage_cell(censored, lambda k: get(k, censored)) == ">= 37.5"
+    assert kill_recovery._outage_cell(censored, lambda k: get(k, censored)) == ">= 37.5"
     measured = {"unavailability_s": 9.2, "unavailability_at_least_s": None}
-    assert report_html._outage_cell(measured, lambda k: get(k, measured)) == "9.2"
+    assert kill_recovery._outage_cell(measured, lambda k: get(k, measured)) == "9.2"
     df = pd.DataFrame(
         {"unavailability_s": [9.2, None, None], "unavailability_at_least_s": [None, 37.5, None]}
     )
     assert _outage(df, "unavailability_s").tolist()[:2] == [9.2, 37.5]
     assert pd.isna(_outage(df, "unavailability_s").tolist()[2])
     assert pd.isna(_outage(pd.DataFrame({"unavailability_s": [None]}), "unavailability_s")[0])
+
+
+def test_the_same_runs_give_the_same_report(tmp_path: Path) -> None:
+    # Committed reports are compared by diff: nothing but the header's generation line may move.
+    run = make_run(tmp_path / "runs", Spec(kinds=("send-frequency",), **SMALL))
+    first = render([run], tmp_path / "a.html")
+    second = render([run], tmp_path / "b.html")
+    generated = re.compile(r"Generated .*?</")
+    assert generated.sub("", first) == generated.sub("", second)
