@@ -303,7 +303,7 @@ def validate_cmd(files: tuple[str, ...]) -> None:
     """Check scenario FILES strictly; one line per file, the first problem named exactly."""
     from bench.errors import ConfigError
     from bench.scenarios.loader import load_scenario
-    from bench.scenarios.model import expand_steps
+    from bench.scenarios.steps import expand_steps
 
     bad = 0
     for f in files:
@@ -438,7 +438,7 @@ def run_cmd(
     from bench.runner.api import run_scenarios
     from bench.runner.progress import Progress
     from bench.runner.summary import run_table
-    from bench.scenarios.model import parse_only
+    from bench.scenarios.steps import parse_only
 
     names = [b.strip() for b in brokers.split(",") if b.strip()]
     addrs = [a.strip() for a in (worker_addrs or "").split(",") if a.strip()]

@@ -123,7 +123,7 @@ class StepRecord(TypedDict):
     """One finished step: the unit the runner writes to ``steps.jsonl``.
 
     ``step_id``, ``scenario``, ``kind``, ``profile``, ``broker``, ``topology``, ``index``,
-    ``group`` and ``params`` are the :class:`bench.scenarios.model.Step`'s fields as they are;
+    ``group`` and ``params`` are the :class:`bench.scenarios.steps.Step`'s fields as they are;
     ``metrics`` keys are listed in :data:`COMMON_METRICS` and :data:`KIND_METRICS`.
     """
 

@@ -36,7 +36,8 @@ from bench.runner.record import base_record
 from bench.runner.session import BrokerSession, TargetSession
 from bench.runner.summary import step_line
 from bench.scenarios.loader import load_many, scenario_hash
-from bench.scenarios.model import Scenario, Step, check_only_keys, expand_steps, select_steps
+from bench.scenarios.model import Scenario
+from bench.scenarios.steps import Step, check_only_keys, expand_steps, select_steps
 from bench.targets.session import TargetInfra, TargetSettings
 
 StepRecord = dict[str, Any]
@@ -228,7 +229,7 @@ def run_scenarios(
     explicit ``engine`` over both).
 
     ``only`` ({step parameter: [values]}) keeps the steps that match it (see
-    :func:`~bench.scenarios.model.select_steps`).
+    :func:`~bench.scenarios.steps.select_steps`).
 
     Raises :class:`ConfigError` for bad files before anything starts, and
     :class:`RunInterrupted` after Ctrl-C/SIGTERM (the run is then ``partial``).

@@ -9,7 +9,7 @@ from bench.metrics.ledger import LedgerBook
 
 if TYPE_CHECKING:
     from bench.runner.api import StepContext
-    from bench.scenarios.model import Step
+    from bench.scenarios.steps import Step
 
 LOSS_KEYS = ("acked", "received", "lost", "duplicated", "received_not_acked", "reordered")
 

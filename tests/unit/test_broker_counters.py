@@ -49,7 +49,7 @@ from bench.runner.broker_count import BrokerCount
 from bench.runner.load import LoadResult
 from bench.runner.progress import QuietProgress
 from bench.scenarios.loader import load_scenario
-from bench.scenarios.model import expand_steps
+from bench.scenarios.steps import expand_steps
 
 # -- a broker whose counter the test controls ---------------------------------------------------
 

@@ -13,7 +13,7 @@ from bench.results.store import RunWriter, load_run
 from bench.runner.api import BrokerSession, StepContext, _failed_record, _run_one, run_metadata
 from bench.runner.progress import QuietProgress
 from bench.scenarios.loader import load_scenario
-from bench.scenarios.model import expand_steps
+from bench.scenarios.steps import expand_steps
 
 SCENARIO = Path(__file__).resolve().parents[2] / "scenarios" / "kill-9-recovery.yaml"
 

@@ -10,16 +10,8 @@ import pytest
 
 from bench.errors import ConfigError
 from bench.scenarios.loader import discover, load_many, load_scenario, scenario_hash
-from bench.scenarios.model import (
-    KillRecoveryScenario,
-    SendFrequencyScenario,
-    Step,
-    TopicGrowthScenario,
-    check_only_keys,
-    expand_steps,
-    parse_only,
-    select_steps,
-)
+from bench.scenarios.model import KillRecoveryScenario, SendFrequencyScenario, TopicGrowthScenario
+from bench.scenarios.steps import Step, check_only_keys, expand_steps, parse_only, select_steps
 
 SCENARIO_DIR = Path(__file__).resolve().parents[2] / "scenarios"
 SHIPPED = sorted(SCENARIO_DIR.glob("*.yaml"))
