@@ -29,26 +29,49 @@ HEALTH_TOPIC = "bench-health"
 
 
 def wait_ready(spec: ProcessSpec, record: ProcessRecord, timeout_s: float) -> float:
-    """Wait until ``spec.ready_port`` accepts; return the seconds it took.
+    """Wait until ``spec.ready_port`` accepts (and, with ``spec.registers_with``, until that
+    name server lists the broker at that port); return the seconds it took.
 
     Raises :class:`BrokerStartError` with the last lines of the log if the process exits first
     or the deadline passes.
     """
     started = time.monotonic()
     deadline = started + timeout_s
+    port_open = False
     while True:
         if not record.alive():
             raise BrokerStartError(
                 f"{spec.name} exited during start; last lines of {spec.log}:\n{tail(spec.log)}"
             )
-        if spec.ready_port is None or accepts(spec.ready_port):
+        port_open = port_open or spec.ready_port is None or accepts(spec.ready_port)
+        if port_open and (
+            not spec.registers_with
+            or registered(spec.registers_with, f"127.0.0.1:{spec.ready_port}")
+        ):
             return time.monotonic() - started
         if time.monotonic() >= deadline:
+            waited = (
+                f"register with the name server at {spec.registers_with}"
+                if port_open
+                else f"open port {spec.ready_port}"
+            )
             raise BrokerStartError(
-                f"{spec.name} did not open port {spec.ready_port} within {timeout_s:.0f} s; "
+                f"{spec.name} did not {waited} within {timeout_s:.0f} s; "
                 f"last lines of {spec.log}:\n{tail(spec.log)}"
             )
         time.sleep(0.2)
+
+
+def registered(namesrv: str, broker_addr: str) -> bool:
+    """Whether the RocketMQ name server at ``namesrv`` lists ``broker_addr`` as a master (False
+    while it cannot be asked)."""
+    from bench.protocol.remoting import RemotingClient
+
+    try:
+        with RemotingClient(namesrv, timeout=2.0) as client:
+            return broker_addr in client.get_cluster_info(timeout=2.0).master_addrs()
+    except Exception:  # not up yet, or busy: asked again until the deadline
+        return False
 
 
 def poll(what: str, check: Callable[[], bool], timeout_s: float, interval_s: float = 0.5) -> float:

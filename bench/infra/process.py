@@ -46,6 +46,10 @@ class ProcessSpec:
     # Processes of one non-empty stop group are peers (the brokers of a cluster): `down` stops
     # them at once. A RocketMQ broker's own shutdown takes ~20 s; one after another, 40.
     stop_group: str = ""
+    # A RocketMQ broker opens its port before it registers with the name server ("host:port"
+    # here): it is ready once the name server lists it, else a proxy started next finds an
+    # empty cluster and exits ("create system broadcast topic ... failed").
+    registers_with: str = ""
 
     def to_json(self) -> dict[str, object]:
         data = asdict(self)

@@ -689,6 +689,7 @@ def rocketmq_plan(settings: InfraSettings, root: Path, java: str, classpath: str
                     data_dirs=(str(bdir),),
                     ready_port=lp,
                     stop_group="brokers",
+                    registers_with=f"127.0.0.1:{ns}",
                 )
             )
         pdir = root / "data" / "proxy"

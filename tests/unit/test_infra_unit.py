@@ -7,6 +7,7 @@ import socket
 import stat
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import psutil
@@ -140,6 +141,32 @@ def test_start_timeout_is_reported_and_process_stopped(tmp_path: Path) -> None:
         process.stop(rec, timeout_s=5)
     assert not rec.alive()
     assert process.identity(rec.pid) is None or not rec.matches(process.identity(rec.pid))
+
+
+def test_a_broker_is_ready_once_the_name_server_lists_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Its port opens before it registers; a proxy started in between found an empty cluster.
+    asked: list[tuple[str, str]] = []
+
+    def registered(namesrv: str, addr: str) -> bool:
+        asked.append((namesrv, addr))
+        return len(asked) >= 3
+
+    monkeypatch.setattr(health, "registered", registered)
+    spec = replace(_spec(tmp_path, "import time; time.sleep(60)"), registers_with="127.0.0.1:1")
+    rec = process.start(spec)
+    try:
+        health.wait_ready(spec, rec, timeout_s=20)
+        assert asked == [("127.0.0.1:1", "127.0.0.1:None")] * 3
+        monkeypatch.setattr(health, "registered", lambda namesrv, addr: False)
+        with pytest.raises(
+            BrokerStartError,
+            match=r"test/proc did not register with the name server at 127.0.0.1:1 within 1 s",
+        ):
+            health.wait_ready(spec, rec, timeout_s=1)
+    finally:
+        process.stop(rec, timeout_s=5)
 
 
 def test_kill9_returns_time_and_stop_reaps(tmp_path: Path) -> None:
