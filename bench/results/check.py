@@ -27,7 +27,13 @@ from typing import Any
 
 import click
 
-from bench.results.migrate import COUNTER_TOLERANCE, JVM_MIN_START_S, gc_never_read, read_step
+from bench.results.migrate import (
+    COUNTER_TOLERANCE,
+    JVM_MIN_START_S,
+    gc_never_read,
+    outage_beyond_load,
+    read_step,
+)
 
 PHASES_OF_KIND = {"kill-9-recovery": ("measure", "fault")}
 
@@ -182,12 +188,12 @@ def check_run(run: Any) -> list[Problem]:
         killed, restarted = _num(m.get("killed_at")), _num(m.get("restarted_at"))
         if killed is not None and restarted is not None and restarted - killed < JVM_MIN_START_S:
             add("restart", f"{restarted - killed:.2f} s after the kill, sooner than a JVM starts")
-        outage, end = _num(m.get("unavailability_s")), _num((rec.get("window") or {}).get("end"))
-        if killed is not None and outage is not None and end is not None and outage > end - killed:
+        ran = outage_beyond_load(rec)
+        if ran is not None:
             add(
                 "outage",
-                f"{outage:.1f} s, but the load ran {end - killed:.1f} s after the kill: a lower "
-                "bound, not a value",
+                f"{float(m['unavailability_s']):.1f} s, but the load ran {ran:.1f} s after the "
+                "kill: a lower bound, not a value",
             )
         loss = rec.get("loss") or {}
         unmarked = "upper bound" not in str(rec.get("error") or "")

@@ -25,9 +25,10 @@ The rules, in the order applied:
 5. **kill -9 restart sooner than a JVM can start** (:data:`JVM_MIN_START_S`): the recorded time
    is not when the broker was back; it becomes None (unknown) and the step's other figures
    stand.
-6. **kill -9 outage longer than the load ran after the kill**: it was measured during the drain,
-   so the outage is only known to be at least as long as the load ran after the kill
-   (``unavailability_at_least_s``), never a value.
+6. **kill -9 outage longer than the load ran after the kill** (by more than
+   :data:`OUTAGE_SLACK_S`): it was measured during the drain, so the outage is only known to be
+   at least as long as the load ran after the kill (``unavailability_at_least_s``), never a
+   value.
 """
 
 from __future__ import annotations
@@ -164,6 +165,23 @@ def read_run(
     return out
 
 
+OUTAGE_SLACK_S = 1.0
+"""How far an outage may end past the load's window: the load stops at the first one-second tick
+after the probe's first acknowledgement, and the window ends on a tick (seen: -0.7 to +0.3 s)."""
+
+
+def outage_beyond_load(rec: dict[str, Any]) -> float | None:
+    """When a kill -9 step's outage outlasts the load after the kill by more than
+    :data:`OUTAGE_SLACK_S` (it was measured during the drain): how long the load ran after the
+    kill, the outage's lower bound; else None."""
+    m = rec.get("metrics") or {}
+    killed, outage = _num(m.get("killed_at")), _num(m.get("unavailability_s"))
+    end = _num((rec.get("window") or {}).get("end"))
+    if killed is None or outage is None or end is None:
+        return None
+    return max(0.0, end - killed) if outage > end - killed + OUTAGE_SLACK_S else None
+
+
 def _kill_figures(rec: dict[str, Any], _: Any) -> None:
     if rec.get("kind") != "kill-9-recovery":
         return
@@ -178,9 +196,9 @@ def _kill_figures(rec: dict[str, Any], _: Any) -> None:
             f"restarted_at {restarted - killed:.2f} s after the kill -> unknown: sooner than a "
             f"broker JVM can start ({JVM_MIN_START_S:g} s), so not when the broker was back",
         )
-    outage, end = _num(m.get("unavailability_s")), _num((rec.get("window") or {}).get("end"))
-    if killed is not None and outage is not None and end is not None and outage > end - killed:
-        observed = max(0.0, end - killed)
+    observed = outage_beyond_load(rec)
+    if observed is not None:
+        outage = float(m["unavailability_s"])
         m["unavailability_s"] = None
         m["unavailability_at_least_s"] = observed
         _note(

@@ -12,6 +12,7 @@ from bench.metrics import histograms
 from bench.report.html import build_context
 from bench.report.recommend import Figure, Settings, decide, find_knee, find_saturation, recommend
 from bench.results import frames
+from bench.results.check import check_run
 from bench.results.store import RunWriter, load_run
 
 T0 = 1_795_000_000.0
@@ -125,9 +126,26 @@ def test_impossible_kill_figures_are_excluded_or_bounds(tmp_path: Path) -> None:
             unavailability_s=5.0,
             clients_recovered=True,
         ),
+        # The load stops on the first one-second tick after the probe's first acknowledgement:
+        # an outage ending 0.3 s past the window's end was observed, and is a value.
+        _kill(
+            "rocketmq",
+            3,
+            "cluster",
+            killed_at=kill,
+            restarted_at=kill + 4.0,
+            unavailability_s=7.3,
+            clients_recovered=True,
+        ),
     ]
     run = load_run(write(tmp_path, recs))
-    bad, good = run.step_records
+    bad, good, edge = run.step_records
+    assert "notes" not in edge and edge["metrics"]["unavailability_s"] == 7.3
+    assert [p.line() for p in check_run(run) if "outage" in p.line()] == [
+        f"{run.run_id} kill-9-recovery-cluster/{bad['step_id']}: outage: 78.6 s, but the load "
+        "ran 7.0 s "
+        "after the kill: a lower bound, not a value"
+    ]
     # the restart time is unknown, not 0.11 s; the outage is a bound; the step stays
     assert bad["metrics"]["restarted_at"] is None and "sooner than a broker JVM" in bad["notes"][0]
     assert bad["metrics"]["unavailability_s"] is None
