@@ -30,6 +30,7 @@ from bench.metrics import histograms
 from bench.metrics.intervals import IntervalStats
 from bench.metrics.ledger import LedgerBook
 from bench.runner.rate import FakeClock, OpenLoopSchedule
+from tests.integration.pulsar_admin import subscriptions
 
 pytestmark = pytest.mark.integration
 
@@ -238,6 +239,10 @@ def test_pulsar_direct_fixed_rate(worker: Any, pulsar: Endpoints) -> None:
     assert publish.get_total_count() == totals["acked"]
     assert e2e.get_total_count() == totals["received"]
     assert 0 < publish.get_value_at_percentile(50) < 5_000_000  # us
+    # The warm-up subscribe before the measured ones is neither counted nor left on the broker.
+    assert histograms.decode(setup.histograms["subscribe"]).get_total_count() == 4
+    assert totals["subscribed"] == 4
+    assert subscriptions(pulsar, topics[0]) == {"sub-0", "sub-1"}
 
 
 def test_pulsar_proxy(worker: Any, pulsar: Endpoints) -> None:

@@ -88,6 +88,21 @@ class Consumers:
         (self.tracked if tracked else self.extra).append(consumer)
         return consumer
 
+    def warm_up(self, topic: str) -> None:
+        """One unmeasured subscribe and unsubscribe on a scratch subscription before the measured
+        ones: a worker's first subscribe also opens its connection (and, in the JVM engine, loads
+        the client's classes), a cost of ours that would be the subscribe p99 of a step with few
+        subscribes. A failure is left to the measured subscribe that follows to count."""
+        name = f"{self.spec.subscription_prefix}-warmup-{self.spec.worker_id}"
+        try:
+            consumer = self.driver.consumer(topic, name, lambda _p, _t: None, self.client)
+        except Exception:  # the measured subscribe that follows counts it
+            return
+        try:
+            consumer.unsubscribe()
+        except Exception:  # best effort, as unsubscribe itself is
+            consumer.close()
+
     def _on_message(self, ledger: ConsumerLedger | None) -> Callable[[bytes, int], None]:
         rec, run_id = self.rec, self.spec.run_id
 

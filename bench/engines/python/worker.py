@@ -97,6 +97,8 @@ class PythonWorker:
         self.senders = Senders(spec, driver, shared, self.rec, self.count_error, self.bug)
         self.senders.deadline = self.hard_deadline
         # Consumers first: a subscription that exists before the first send sees every message.
+        if spec.subscriptions_per_topic > 0 and spec.topics:
+            self.consumers.warm_up(spec.topics[0])
         for topic in spec.topics:
             for s in range(spec.subscriptions_per_topic):
                 if self.consumers.subscribe(topic, spec.subscription(s), tracked=True) is None:

@@ -42,6 +42,29 @@ final class Consumers {
         }
     }
 
+    /**
+     * One unmeasured subscribe and unsubscribe on a scratch subscription before the measured ones.
+     * A fresh JVM's first subscribe also loads the client's classes and opens its connection: a
+     * cost of our worker, which with a few subscribes a worker would be the step's subscribe p99.
+     * A failure is left to the measured subscribe that follows to count.
+     */
+    void warmUp(String topic) {
+        String name = w.spec.subscriptionPrefix + "-warmup-" + w.spec.workerId;
+        Engine.Consumer c;
+        try {
+            c = w.engine.subscribe(topic, name, (data, receiveNs) -> { }, w.consumerClient);
+        } catch (Exception e) {
+            System.err.println("warm-up subscribe: " + Protocol.describe(e));
+            return;
+        }
+        try {
+            c.unsubscribe();
+        } catch (Exception e) {
+            System.err.println("warm-up unsubscribe: " + Protocol.describe(e));
+            c.close();
+        }
+    }
+
     /** Adds n untracked subscriptions per topic (they start at the end: not reconciled). */
     void addUntracked(List<String> topics, int n) {
         int base = w.spec.subscriptionsPerTopic;

@@ -71,6 +71,7 @@ final class Worker {
         shared = engine.newClient();
         consumerClient = spec.connectionMode.equals("shared") ? shared : engine.newClient();
         // Consumers first: a subscription that exists before the first send sees every message.
+        if (spec.subscriptionsPerTopic > 0 && !spec.topics.isEmpty()) consumers.warmUp(spec.topics.get(0));
         for (String topic : spec.topics) {
             for (int s = 0; s < spec.subscriptionsPerTopic; s++) consumers.subscribeTracked(topic, spec.subscription(s));
         }
