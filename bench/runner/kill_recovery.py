@@ -154,12 +154,21 @@ class Probe:
             done = [d for s, d, ok in self.results if ok and s >= t]
         return min(done) - t if done else None
 
-    def unavailable_at_least(self, t: float) -> float | None:
-        """When nothing sent after ``t`` was acknowledged before the probe stopped: how long
-        after ``t`` it stopped (the outage lasted at least that long); else None."""
-        if self.stopped_at is None or self.first_ack_sent_after(t) is not None:
+    def outage(self, killed: float, dead: float | None) -> float | None:
+        """From the kill to the first acknowledgement of a probe sent once the process had
+        exited (``dead``); None while there is none. A probe sent between the signal and the
+        exit can still be acknowledged by the dying broker (seen: an "outage" of 0.0 s with the
+        broker back 8.4 s later): that is not the service back."""
+        since = killed if dead is None else max(killed, dead)
+        ack = self.first_ack_sent_after(since)
+        return None if ack is None else ack + (since - killed)
+
+    def unavailable_at_least(self, killed: float, dead: float | None) -> float | None:
+        """When no :meth:`outage` ended before the probe stopped: how long after the kill it
+        stopped (the outage lasted at least that long); else None."""
+        if self.stopped_at is None or self.outage(killed, dead) is not None:
             return None
-        return self.stopped_at - t
+        return self.stopped_at - killed
 
 
 class _Faults:
@@ -312,7 +321,12 @@ def run_step(ctx: StepContext) -> dict[str, Any]:
         raise DriverError(f"no {ctx.broker} broker process to kill in this infra")
     topics = step_topic_names(ctx, "k9r", prof.topics)
     driver = open_step_driver(ctx, path)
-    state: dict[str, Any] = {"killed_at": None, "restarted_at": None, "restart_error": None}
+    state: dict[str, Any] = {
+        "killed_at": None,
+        "dead_at": None,
+        "restarted_at": None,
+        "restart_error": None,
+    }
     faults = _Faults(ctx.infra)
     restarter: threading.Thread | None = None
     started_probes: list[Probe] = []  # stopped whatever happens
@@ -353,6 +367,7 @@ def run_step(ctx: StepContext) -> dict[str, Any]:
                 # what it counted since its last reading.
                 probe.count.sample()
                 state["killed_at"], detail = faults.kill(target)
+                state["dead_at"] = time.time()  # the kill returns once the process has exited
                 ctx.event("kill", detail=detail)
                 if policy == "supervised":
                     faults.after_kill(target)
@@ -382,7 +397,7 @@ def run_step(ctx: StepContext) -> dict[str, Any]:
             now = time.time()
             # The step also waits for the probe topic to take a send again (up to
             # RESTART_CAP_S after the kill), so a long outage is measured, not cut short.
-            probe_back = probe.first_ack_sent_after(killed) is not None
+            probe_back = probe.outage(killed, state["dead_at"]) is not None
             if not probe_back and now < killed + RESTART_CAP_S:
                 return False
             resumed = killed if policy == "none" else state["restarted_at"]
@@ -470,8 +485,8 @@ def run_step(ctx: StepContext) -> dict[str, Any]:
     if not consumers_back:
         ctx.event("warning", detail="consumers received nothing after the broker came back")
     # An outage longer than the step observed: its length is only known to be at least this.
-    window = probe.first_ack_sent_after(killed) if killed else None
-    at_least = probe.unavailable_at_least(killed) if killed and window is None else None
+    window = probe.outage(killed, state["dead_at"]) if killed else None
+    at_least = probe.unavailable_at_least(killed, state["dead_at"]) if killed else None
     if at_least is not None:
         ctx.event(
             "warning",
