@@ -27,6 +27,7 @@ from typing import Any
 
 import psutil
 
+from bench import clock
 from bench.errors import BrokerStartError
 
 
@@ -269,8 +270,8 @@ def stop(record: ProcessRecord, timeout_s: float = 30.0) -> None:
 
 
 def kill9(record: ProcessRecord) -> float:
-    """SIGKILL the process; return the wall-clock time of the kill (``time.time()``)."""
-    killed_at = time.time()
+    """SIGKILL the process; return the time of the kill (a :func:`bench.clock.now` reading)."""
+    killed_at = clock.now()
     if not signal_process(record, signal.SIGKILL):
         raise BrokerStartError(f"{record.name} (pid {record.pid}) is not running; nothing to kill")
     wait_exit(record, 15.0)
@@ -279,7 +280,7 @@ def kill9(record: ProcessRecord) -> float:
 
 @dataclass
 class SupervisorEvent:
-    """One thing the supervisor saw or did, with its wall-clock time."""
+    """One thing the supervisor saw or did, with its time (a :func:`bench.clock.now` reading)."""
 
     name: str
     kind: str  # "died" | "restarted" | "restart_failed"
@@ -329,16 +330,16 @@ class Supervisor:
                 self._stop.wait(self._poll_s)
                 continue
             _reap(self.record.pid)
-            self.events.append(SupervisorEvent(self.name, "died", time.time(), self.record.pid))
+            self.events.append(SupervisorEvent(self.name, "died", clock.now(), self.record.pid))
             restarts += 1
             try:
                 self.record = self._restart(self.name)
             except Exception as exc:
                 self.events.append(
-                    SupervisorEvent(self.name, "restart_failed", time.time(), detail=str(exc))
+                    SupervisorEvent(self.name, "restart_failed", clock.now(), detail=str(exc))
                 )
                 self._stop.wait(1.0)
                 continue
             self.events.append(
-                SupervisorEvent(self.name, "restarted", time.time(), self.record.pid)
+                SupervisorEvent(self.name, "restarted", clock.now(), self.record.pid)
             )

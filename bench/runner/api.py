@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
@@ -21,6 +20,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from bench import clock
 from bench.drivers.base import CLIENT_LOG_ENV
 from bench.engines.protocol import DEFAULT_ENGINE, Engine
 from bench.errors import BenchError, ConfigError, RunInterrupted
@@ -325,7 +325,7 @@ def _run_one(
     port_offset: int,
     engine: Engine | None = None,
 ) -> None:
-    started = time.time()
+    started = clock.now()
     settings = infra_settings_for(scenario, step, port_offset)
     try:
         session.ensure(

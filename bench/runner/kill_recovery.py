@@ -26,10 +26,10 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
-import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
+from bench import clock
 from bench.drivers.base import Driver
 from bench.drivers.rocketmq.acl import remoting_client
 from bench.engines.spec import CONSUMER_RESTARTS
@@ -111,7 +111,7 @@ class Probe:
     def stop(self) -> None:
         """Stop sending and reading (idempotent)."""
         if self.stopped_at is None:
-            self.stopped_at = time.time()
+            self.stopped_at = clock.now()
         self._stop.set()
         self.count.stop_sampling()
         self._thread.join(timeout=60)
@@ -119,7 +119,7 @@ class Probe:
     def _done(self, sent_at: float) -> Any:
         def callback(exc: BaseException | None) -> None:
             with self._lock:
-                self.results.append((sent_at, time.time(), exc is None))
+                self.results.append((sent_at, clock.now(), exc is None))
 
         return callback
 
@@ -130,12 +130,12 @@ class Probe:
             for _ in range(int(3600 / PROBE_INTERVAL_S)):  # bounded: an hour at most
                 if self._stop.is_set():
                     return
-                now = time.time()
+                now = clock.now()
                 try:
                     producer.send_async(b"probe", self._done(now))
                 except Exception:
                     with self._lock:
-                        self.results.append((now, time.time(), False))
+                        self.results.append((now, clock.now(), False))
                 self._stop.wait(PROBE_INTERVAL_S)
         finally:
             try:
@@ -206,7 +206,7 @@ class _Faults:
         if self.target is not None:
             return self.target.restart(name)
         cast("Infra", self.infra).restart(name)
-        return time.time()
+        return clock.now()
 
     def supervise(self, name: str) -> None:
         """Bring ``name`` back as soon as it dies: the suite's supervisor locally; on a target
@@ -314,15 +314,19 @@ def run_step(ctx: StepContext) -> dict[str, Any]:
     step = ctx.step
     prof = cast(KillRecoveryProfile, ctx.scenario.profile(step.profile))
     p = step.params
-    started = time.time()
+    started = clock.now()
     path, policy = str(p["path"]), str(p["restart_policy"])
     victims = ctx.infra.killable(ctx.broker)
     if not victims:
         raise DriverError(f"no {ctx.broker} broker process to kill in this infra")
     topics = step_topic_names(ctx, "k9r", prof.topics)
     driver = open_step_driver(ctx, path)
+    # Times are bench.clock readings: their differences are durations whatever the wall clock
+    # does meanwhile. "killed_wall" is the kill on the wall clock of that moment, the frame
+    # of the workers' interval times that the tick-based figures compare with it.
     state: dict[str, Any] = {
         "killed_at": None,
+        "killed_wall": None,
         "dead_at": None,
         "restarted_at": None,
         "restart_error": None,
@@ -366,8 +370,9 @@ def run_step(ctx: StepContext) -> dict[str, Any]:
                 # What the broker stored up to the kill: a counter that restarts from 0 loses
                 # what it counted since its last reading.
                 probe.count.sample()
-                state["killed_at"], detail = faults.kill(target)
-                state["dead_at"] = time.time()  # the kill returns once the process has exited
+                at, detail = faults.kill(target)
+                state["killed_at"], state["killed_wall"] = at, clock.to_wall(at)
+                state["dead_at"] = clock.now()  # the kill returns once the process has exited
                 ctx.event("kill", detail=detail)
                 if policy == "supervised":
                     faults.after_kill(target)
@@ -377,7 +382,7 @@ def run_step(ctx: StepContext) -> dict[str, Any]:
             if (
                 policy == "manual"
                 and restarter is None
-                and (time.time() >= killed + (prof.manual_restart_after_s or 0.0))
+                and (clock.now() >= killed + (prof.manual_restart_after_s or 0.0))
             ):
                 restarter = threading.Thread(target=restart, name="kill9-restart", daemon=True)
                 restarter.start()
@@ -394,7 +399,7 @@ def run_step(ctx: StepContext) -> dict[str, Any]:
             killed = state["killed_at"]
             if killed is None:
                 return False
-            now = time.time()
+            now = clock.now()
             # The step also waits for the probe topic to take a send again (up to
             # RESTART_CAP_S after the kill), so a long outage is measured, not cut short.
             probe_back = probe.outage(killed, state["dead_at"]) is not None
@@ -407,7 +412,10 @@ def run_step(ctx: StepContext) -> dict[str, Any]:
             # back, while the workers' clients are still reconnecting (their backoff grows with
             # the outage), so a slow recovery is measured rather than cut short and reported as
             # none.
-            return now >= resumed + CLIENTS_BACK_CAP_S or _clients_back(meter, killed, resumed)
+            if now >= resumed + CLIENTS_BACK_CAP_S:
+                return True
+            killed_w = state["killed_wall"]
+            return _clients_back(meter, killed_w, killed_w + (resumed - killed))
 
         def phase_of(elapsed: float) -> str | None:
             if state["killed_at"] is None:
@@ -443,20 +451,23 @@ def run_step(ctx: StepContext) -> dict[str, Any]:
         driver.close()
 
     killed, restarted = state["killed_at"], state["restarted_at"]
-    pre_tps = _pre_kill_tps(meter, killed) if killed is not None else 0.0
+    # On the workers' (wall) clock, for what is read from their intervals.
+    killed_w = state["killed_wall"]
+    restarted_w = None if restarted is None else killed_w + (restarted - killed)
+    pre_tps = _pre_kill_tps(meter, killed_w) if killed_w is not None else 0.0
     recover = None
     after_ticks = [
         t
         for t in meter.ticks
-        if killed is not None and t.stats.end_ns / 1e9 > killed and t.phase != "drain"
+        if killed_w is not None and t.stats.end_ns / 1e9 > killed_w and t.phase != "drain"
     ]
     for t in after_ticks:
         if pre_tps and meter.tps(t) >= RECOVERED_SHARE * pre_tps:
-            recover = t.stats.end_ns / 1e9 - killed
+            recover = t.stats.end_ns / 1e9 - killed_w
             break
     series_first_error = next(
         (
-            t.stats.end_ns / 1e9 - killed
+            t.stats.end_ns / 1e9 - killed_w
             for t in after_ticks
             if t.stats.counters.get("send_errors", 0)
         ),
@@ -466,7 +477,7 @@ def run_step(ctx: StepContext) -> dict[str, Any]:
     first_error = min(
         (x for x in (probe_first_error, series_first_error) if x is not None), default=None
     )
-    resumed_after = restarted if restarted is not None else killed
+    resumed_after = restarted_w if restarted_w is not None else killed_w
     # Recovered = the same client objects (no restart of theirs) both publish and consume
     # again after the broker came back.
     back = [
@@ -498,8 +509,8 @@ def run_step(ctx: StepContext) -> dict[str, Any]:
         "restart_policy": policy,
         "repetition": int(p["repetition"]),
         "killed_process": target,
-        "killed_at": killed,
-        "restarted_at": restarted,
+        "killed_at": killed_w,
+        "restarted_at": restarted_w,
         "time_to_first_error_s": first_error,
         "unavailability_s": window,
         "unavailability_at_least_s": at_least,

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any
 
+from bench import clock
 from bench.metrics.ledger import LedgerBook
 
 if TYPE_CHECKING:
@@ -54,7 +54,7 @@ def base_record(
         "status": status,
         "error": error,
         "started_at": started_at,
-        "ended_at": time.time(),
+        "ended_at": clock.now(),
         "window": window,
         "metrics": metrics,
         "loss": loss,
@@ -88,7 +88,7 @@ def step_record(
 
 def skipped_record(ctx: StepContext, metrics: dict[str, Any], why: str) -> dict[str, Any]:
     """A step not run (its group already saturated or broke off), saying why."""
-    now = time.time()
+    now = clock.now()
     return step_record(
         ctx,
         started_at=now,

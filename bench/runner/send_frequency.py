@@ -4,9 +4,9 @@ connection mode, plus a ramp that stops at saturation (DESIGN.md section 3.2).
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any, cast
 
+from bench import clock
 from bench.runner.broker_count import BrokerCount
 from bench.runner.common import (
     base_spec,
@@ -32,7 +32,7 @@ def run_step(ctx: StepContext) -> dict[str, Any]:
     step = ctx.step
     prof = cast(SendFrequencyProfile, ctx.scenario.profile(step.profile))
     p = step.params
-    started = time.time()
+    started = clock.now()
     rate = float(p["rate_per_s"])
     key = (ctx.run_id, step.group)
     if p.get("phase") == "ramp" and key in _saturated:

@@ -5,9 +5,9 @@ of what the step's topics stored, from the load's start to the drain's end, is
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any, cast
 
+from bench import clock
 from bench.engines.spec import H_FIRST_MESSAGE, H_SUBSCRIBE, SUBSCRIBED, UNSUBSCRIBED
 from bench.errors import DriverError
 from bench.metrics.intervals import merge
@@ -34,7 +34,7 @@ def run_step(ctx: StepContext) -> dict[str, Any]:
     step = ctx.step
     prof = cast(SubscribeFrequencyProfile, ctx.scenario.profile(step.profile))
     p = step.params
-    started = time.time()
+    started = clock.now()
     sweep = str(p["sweep"])
     fanout = int(p["fanout"])
     churn = float(p.get("churn_per_s") or 0.0)

@@ -16,6 +16,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, cast
 
+from bench import clock
 from bench.drivers.base import Driver, OperationTimeout, Unsupported
 from bench.errors import DriverError
 from bench.metrics import histograms
@@ -80,7 +81,7 @@ def _run_step(ctx: StepContext) -> dict[str, Any]:
     step = ctx.step
     prof = cast(TopicGrowthProfile, ctx.scenario.profile(step.profile))
     p = step.params
-    started = time.time()
+    started = clock.now()
     count = int(p["topic_count"])
     bundles = p.get("pulsar_bundles")
     key = (ctx.run_id, step.group)

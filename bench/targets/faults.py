@@ -1,10 +1,9 @@
 """Faults on brokers the suite did not start: the target's own commands, or the Kubernetes API.
 
 A command is an argv template from the targets file with its placeholders filled, run without a
-shell and bounded by the target's ``timeout_s``. Timestamps are taken as for local faults: the
-kill time is when the kill was issued (``time.time()`` just before the command starts; the
-event also records how long the command took), a restart's time is when the process answered
-again.
+shell and bounded by the target's ``timeout_s``. Times are :func:`bench.clock.now` readings, as
+for local faults: the kill time is when the kill command had returned (the event also records how
+long it took), a restart's time is when the process answered again.
 """
 
 from __future__ import annotations
@@ -15,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from bench import clock
 from bench.errors import BrokerStartError, ConfigError
 from bench.targets.model import Faults, PulsarTarget, RocketMQTarget
 
@@ -74,7 +74,7 @@ class UpWatcher:
         while not self._stop.is_set():
             try:
                 if self.is_up():
-                    self.events.append(Restarted(time.time()))
+                    self.events.append(Restarted(clock.now()))
                     return
             except Exception:  # a probe that fails means "not up yet"
                 pass
@@ -135,13 +135,13 @@ class TargetFaults:
         while to start (``ssh``, ``kubectl``), and a send acknowledged meanwhile must not count
         as one made after the kill."""
         short = self._local(name)
-        started = time.time()
+        started = clock.now()
         if self._k8s is not None:
             pod = self.faults.processes[short].vars[self.faults.kubernetes.pod_var]  # type: ignore[union-attr]
             self._k8s.delete_pod(pod)
         else:
             self._command("kill", short)
-        ended = time.time()
+        ended = clock.now()
         return ended, ended - started
 
     def can_restart(self) -> bool:
@@ -176,7 +176,7 @@ class TargetFaults:
                     f"{self.faults.timeout_s:g} s after its restart"
                 )
             time.sleep(UP_POLL_S)
-        return time.time()
+        return clock.now()
 
     def watch(self, name: str) -> UpWatcher:
         """Start watching ``name`` come back by itself."""
