@@ -22,7 +22,7 @@ from typing import Any, cast
 import psutil
 
 from bench.errors import BenchError, BrokerStartError, BrokerUnavailable, ConfigError
-from bench.infra import health
+from bench.infra import disk, health
 from bench.infra.artifacts import ensure_classpath, pinned_version
 from bench.infra.java import find_java
 from bench.infra.paths import default_infra_dir
@@ -212,6 +212,7 @@ class Infra:
                 f"brokers already run from {self.root} ({', '.join(sorted(running))}); "
                 "run `bench infra down` first"
             )
+        disk.check(self.root, settings.brokers)
         java = find_java()
         data = {
             "schema_version": STATE_SCHEMA_VERSION,
