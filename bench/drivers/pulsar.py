@@ -470,6 +470,27 @@ class PulsarDriver(Driver):
         finally:
             http_.close()
 
+    def delete_topics(self, names: Sequence[str]) -> list[str]:
+        """Delete ``names`` with their subscriptions and data (``force``); return the errors
+        (a topic that does not exist is no error)."""
+        http_ = self._new_http()
+        errors: list[str] = []
+        try:
+            for name in names:
+                path = f"/admin/v2/persistent/{urllib.parse.quote(self._rest_path(name))}"
+                try:
+                    status, body = http_.request("DELETE", f"{path}?force=true")
+                except DriverError as exc:
+                    errors.append(f"{name}: {exc}")
+                    continue
+                if status not in (200, 204, 404):
+                    errors.append(
+                        str(HttpError("DELETE", path, status, body.decode(errors="replace")))
+                    )
+        finally:
+            http_.close()
+        return errors
+
     def _new_http(self) -> _Http:
         return _Http(
             self.endpoints.admin_urls[0],

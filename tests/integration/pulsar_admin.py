@@ -16,3 +16,12 @@ def subscriptions(ep: Endpoints, topic: str) -> set[str]:
     url = f"{ep.admin_urls[0]}/admin/v2/persistent/{full}/subscriptions"
     with urllib.request.urlopen(url, timeout=10) as resp:
         return set(json.load(resp))
+
+
+def topics(ep: Endpoints) -> set[str]:
+    """The persistent topics of the driver's namespace, as short names."""
+    with PulsarDriver(ep) as driver:
+        namespace = driver.full_name("x").split("://", 1)[1].rsplit("/", 1)[0]
+    url = f"{ep.admin_urls[0]}/admin/v2/persistent/{namespace}"
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        return {name.rsplit("/", 1)[1] for name in json.load(resp)}

@@ -11,11 +11,12 @@ from typing import Any, cast
 
 import click
 
+from bench.drivers.base import open_driver
 from bench.engines.protocol import ENGINES, Engine
 from bench.errors import BenchError
 from bench.infra.manager import Infra
 from bench.infra.paths import bench_home
-from bench.infra.topology import Broker, InfraSettings
+from bench.infra.topology import Broker, Endpoints, InfraSettings
 from bench.metrics.resources import CpuMeter
 from bench.runner.calibrate.native import BROKER
 from bench.runner.calibrate.rows import CalibrationRow, _format_table, calibrate_broker
@@ -138,11 +139,35 @@ def calibrate_cmd(
 def _metered(broker: Broker, infra: Infra, kwargs: dict[str, Any]) -> list[CalibrationRow]:
     """:func:`calibrate_broker` with every live process of ``broker`` in ``infra`` (broker,
     name server, proxy...) metered as the broker side."""
-    with CpuMeter() as cpu:
-        for name, pid in infra.pids().items():
-            if name.split("/", 1)[0] == broker:
-                cpu.watch(BROKER, pid)
-        return calibrate_broker(broker, infra.endpoints(broker), cpu=cpu, **kwargs)
+    ep = infra.endpoints(broker)
+    created: list[str] = []
+    try:
+        with CpuMeter() as cpu:
+            for name, pid in infra.pids().items():
+                if name.split("/", 1)[0] == broker:
+                    cpu.watch(BROKER, pid)
+            return calibrate_broker(broker, ep, cpu=cpu, created=created, **kwargs)
+    finally:
+        if broker == "pulsar" and created:
+            # A subscription keeps every message it has not taken: on brokers calibrate did
+            # not start, each round's data (~2 GB at 70,000 msg/s) would stay on their disk.
+            # (RocketMQ's commit log is shared by all topics and expires by age.)
+            _delete_pulsar_topics(ep, created, kwargs["progress"])
+
+
+def _delete_pulsar_topics(
+    ep: Endpoints, topics: list[str], progress: Callable[[str], None]
+) -> None:
+    """Delete calibrate's topics and what they hold; a failure is said, never raised."""
+    from bench.drivers.pulsar import PulsarDriver
+
+    try:
+        with open_driver("pulsar", ep, path="direct") as admin:
+            failed = cast(PulsarDriver, admin).delete_topics(topics)
+    except BenchError as exc:
+        failed = [str(exc)]
+    if failed:
+        progress(f"could not delete {len(failed)} calibration topic(s): {failed[0]}")
 
 
 def _work_root() -> Path:

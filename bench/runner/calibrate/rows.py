@@ -126,12 +126,14 @@ def calibrate_broker(
     cpu: CpuMeter,
     bare: bool = False,
     engines: Sequence[Engine] = ("python",),
+    created: list[str] | None = None,
 ) -> list[CalibrationRow]:
     """Native tool, then each engine's workers on each path, ``rounds`` times interleaved; one
     row per (engine, path, mode) with the medians (a shared machine's load drifts, so the sides
     are measured alternately rather than one long run each). Then, per row, a run of its own at
     the rate the producers reached, with one subscription: the rate our consumers sustain.
-    ``cpu`` meters the clients as they start, beside whatever broker processes it watches."""
+    ``cpu`` meters the clients as they start, beside whatever broker processes it watches.
+    ``created`` gets the names of the topics as they are created (the caller deletes them)."""
     tag = uuid.uuid4().hex[:6]
     if broker == "pulsar":
         tool = "pulsar-perf produce (batching off)"
@@ -162,6 +164,8 @@ def calibrate_broker(
             *(r[3] for r in runs),
             *(worker_topic(t, i) for t in consume_topics.values() for i in range(workers)),
         ]
+        if created is not None:
+            created += topics
         for r in admin.create_topics(topics, 4):
             if not r.ok:
                 raise BrokerStartError(f"cannot create calibration topic {r.name}: {r.error}")
