@@ -29,9 +29,11 @@ JVM_FLAGS: tuple[str, ...] = (
     # A worker holds ledgers (ranges) and in-flight payloads only: a small, fixed heap.
     "-Xms512m",
     "-Xmx512m",
-    # Short pauses: a stop-the-world pause shows up in every latency the worker measures.
+    # G1 at its default pause goal (200 ms). A goal of 20 ms shrank the young generation: 4.5x
+    # the collections, each no shorter (p50 14.8 against 10.3 ms, max 75 against 69 ms), 5-7x
+    # the total pause, and the worker's CPU a message from 6.4 to 10.4 us (Pulsar, closed loop,
+    # one worker, same broker, back to back; GC logs of both).
     "-XX:+UseG1GC",
-    "-XX:MaxGCPauseMillis=20",
     "-XX:+ExitOnOutOfMemoryError",
     # Netty (in both clients) uses direct buffers and reflection into java.nio.
     "--add-opens=java.base/java.nio=ALL-UNNAMED",

@@ -19,5 +19,8 @@ final class Clock {
 
     static long wallNs() { return offset + System.nanoTime(); }
 
+    /** The wall-clock ns of a System.nanoTime() reading taken since the last recalibration. */
+    static long wallOf(long monoNs) { return offset + monoNs; }
+
     static long monoNs() { return System.nanoTime(); }
 }

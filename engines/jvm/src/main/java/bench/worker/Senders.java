@@ -204,8 +204,8 @@ final class Senders {
         Engine.Producer producer = slot.producer;
         long seq = slot.seq++;
         slot.sentTotal = slot.seq;
-        long sendNs = Clock.wallNs();
         long sendMono = System.nanoTime();
+        long sendNs = Clock.wallOf(sendMono);
         byte[] payload = slot.payload.encode(seq, sendNs);
         slot.ledger.recordSent(seq);
         sent.increment();
@@ -220,7 +220,7 @@ final class Senders {
         if (oneway) {
             try {
                 producer.sendOneway(payload);
-                consecutiveErrors = 0;
+                noErrors();
             } catch (Throwable e) {
                 failed(slot, seq, e, "send");
             }
@@ -249,7 +249,7 @@ final class Senders {
 
     private void acked(Slot slot, long seq, long sendMono, long intendedNs) {
         long now = System.nanoTime();
-        consecutiveErrors = 0;
+        noErrors();
         slot.ledger.recordAcked(seq);
         Lock together = w.stats.together();
         together.lock();
@@ -260,6 +260,12 @@ final class Senders {
         } finally {
             together.unlock();
         }
+    }
+
+    /** Ends a run of errors. Written only when there was one: a volatile store on every ack
+     *  (from the client's thread) would pull the cache line the senders read from under them. */
+    private void noErrors() {
+        if (consecutiveErrors != 0) consecutiveErrors = 0;
     }
 
     private void failed(Slot slot, long seq, Throwable e, String op) {

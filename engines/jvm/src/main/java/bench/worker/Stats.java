@@ -9,7 +9,7 @@ import java.util.TreeMap;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.atomic.LongAdder;
 import java.util.concurrent.locks.Lock;
-import java.util.concurrent.locks.ReentrantReadWriteLock;
+import java.util.concurrent.locks.StampedLock;
 import org.HdrHistogram.Histogram;
 import org.HdrHistogram.Recorder;
 
@@ -73,11 +73,15 @@ final class Stats {
      * and its two latencies; a receipt's counter and its end-to-end latency), exclusively by the
      * cut: every histogram and counter is then cut at the same instant, so an interval never
      * holds an ack's latency without its count (on a loaded machine one cut after the other
-     * split 64 of 3,492 acks).
+     * split 64 of 3,492 acks). A StampedLock: its shared side is one CAS, where a
+     * ReentrantReadWriteLock also keeps a per-thread hold count on every acquisition (no
+     * holder here takes it twice).
      */
-    private final ReentrantReadWriteLock cut = new ReentrantReadWriteLock();
+    private final StampedLock cut = new StampedLock();
+    private final Lock shared = cut.asReadLock();
+    private final Lock exclusive = cut.asWriteLock();
 
-    Lock together() { return cut.readLock(); }
+    Lock together() { return shared; }
 
     /** The interval since the last call, as the protocol's interval object (ledger left null). */
     synchronized ObjectNode snapshot(long nowNs) {
@@ -88,13 +92,13 @@ final class Stats {
         startNs = nowNs;
         Map<String, Histogram> taken = new TreeMap<>();
         ObjectNode counted, failed;
-        cut.writeLock().lock();
+        exclusive.lock();
         try {
             for (Hist h : hists.values()) taken.put(h.name, h.recorder.getIntervalHistogram());
             counted = drain(counters);
             failed = drain(errors);
         } finally {
-            cut.writeLock().unlock();
+            exclusive.unlock();
         }
         ObjectNode hs = JsonNodeFactory.instance.objectNode();
         for (Map.Entry<String, Histogram> e : taken.entrySet()) {
