@@ -42,7 +42,12 @@ from bench.runner.calibrate.rows import CalibrationRow, _format_table, calibrate
 @click.option(
     "--warmup", type=click.FloatRange(0, 600), default=3.0, show_default=True, help="Seconds."
 )
-@click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True)
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=None,
+    help="Worker processes of each engine [default: as a run starts them: python 2, jvm 1].",
+)
 @click.option(
     "--max-in-flight",
     type=click.IntRange(1, 10000),
@@ -88,7 +93,7 @@ def calibrate_cmd(
     message_size: int,
     seconds: float,
     warmup: float,
-    workers: int,
+    workers: int | None,
     max_in_flight: int,
     infra_dir: Path | None,
     port_offset: int,
@@ -184,7 +189,7 @@ def _calibrate_one(
     size: int,
     seconds: float,
     warmup: float,
-    workers: int,
+    workers: int | None,
     max_in_flight: int,
     work: Path,
     progress: Callable[[str], None],

@@ -22,6 +22,7 @@ from bench.runner.calibrate.native import (
     native_rocketmq,
 )
 from bench.runner.calibrate.rates import BenchRate, bare_pulsar, bench_rate, worker_topic
+from bench.runner.load import ENGINE_WORKERS
 
 TARGET_RATIO = 0.9
 
@@ -118,7 +119,7 @@ def calibrate_broker(
     size: int,
     seconds: float,
     warmup: float,
-    workers: int,
+    workers: int | None,
     max_in_flight: int,
     work: Path,
     progress: Callable[[str], None],
@@ -135,6 +136,10 @@ def calibrate_broker(
     ``cpu`` meters the clients as they start, beside whatever broker processes it watches.
     ``created`` gets the names of the topics as they are created (the caller deletes them)."""
     tag = uuid.uuid4().hex[:6]
+
+    def workers_of(engine: Engine) -> int:
+        return workers if workers is not None else ENGINE_WORKERS[engine]
+
     if broker == "pulsar":
         tool = "pulsar-perf produce (batching off)"
         paths = [("direct", "async", "batching off in both")]
@@ -162,7 +167,11 @@ def calibrate_broker(
             f"calibrate-{tag}-native",
             f"calibrate-{tag}-bare",
             *(r[3] for r in runs),
-            *(worker_topic(t, i) for t in consume_topics.values() for i in range(workers)),
+            *(
+                worker_topic(t, i)
+                for (engine, _, _), t in consume_topics.items()
+                for i in range(workers_of(engine))
+            ),
         ]
         if created is not None:
             created += topics
@@ -189,7 +198,7 @@ def calibrate_broker(
         for engine, path, mode, topic, _ in runs:
             progress(
                 f"{broker}: round {n + 1}/{rounds}: {engine} engine ({path}, {mode}), "
-                f"{workers} workers"
+                f"{workers_of(engine)} workers"
             )
             got[(engine, path, mode)].append(
                 bench_rate(
@@ -201,7 +210,7 @@ def calibrate_broker(
                     size=size,
                     seconds=seconds,
                     warmup=warmup,
-                    workers=workers,
+                    workers=workers_of(engine),
                     max_in_flight=max_in_flight,
                     cpu=cpu,
                     engine=engine,
@@ -285,7 +294,7 @@ def calibrate_broker(
                 size=size,
                 seconds=seconds,
                 warmup=warmup,
-                workers=workers,
+                workers=workers_of(engine),
                 max_in_flight=max_in_flight,
                 engine=engine,
                 rate_per_s=rate,
@@ -309,7 +318,7 @@ def calibrate_broker(
                 bench_rate=rate,
                 ratio=_ratio(rate, native_rate),
                 message_size=size,
-                workers=workers,
+                workers=workers_of(engine),
                 seconds=seconds,
                 native_tool=tool,
                 engine=engine,
