@@ -72,19 +72,26 @@ def run_step(ctx: StepContext) -> dict[str, Any]:
             progress_tick=ctx.progress.tick,
         )
         count.end()
-    # Subscribe figures come from every phase: fan-out subscribes before the load starts.
     everything = merge([t.stats for t in meter.ticks]) if meter.ticks else None
     measured, _ = meter.window()
     c_win = measured.counters if measured else {}
     errors = everything.errors if everything else {}
+    # Fan-out subscribes before the load starts, so its subscribe figures come from every
+    # phase; churn's from the measured window, where its operations are counted (every phase
+    # would add the subscriptions made before the load). The step's histogram file holds what
+    # the summaries were made from.
+    source = measured if churn else everything
+    own: dict[str, str] = {
+        name: source.histograms[name]
+        for name in (H_SUBSCRIBE, H_FIRST_MESSAGE)
+        if source is not None and name in source.histograms
+    }
     extra: dict[str, Any] = {
         "fanout": fanout,
         "churn_per_s": churn,
-        "subscribe_latency_us": latency_of(everything.histogram(H_SUBSCRIBE))
-        if everything
-        else None,
-        "first_message_latency_us": latency_of(everything.histogram(H_FIRST_MESSAGE))
-        if everything
+        "subscribe_latency_us": latency_of(source.histogram(H_SUBSCRIBE)) if source else None,
+        "first_message_latency_us": latency_of(source.histogram(H_FIRST_MESSAGE))
+        if source
         else None,
         "subscribe_failures": sum(v for k, v in errors.items() if k.startswith("subscribe.")),
         "churn_ops": c_win.get(SUBSCRIBED, 0) + c_win.get(UNSUBSCRIBED, 0) if churn else 0,
@@ -102,4 +109,5 @@ def run_step(ctx: StepContext) -> dict[str, Any]:
         offered_rate_per_s=prof.publish_rate_per_s,
         extra=extra,
         loss=loss_totals(result.ledgers),
+        extra_histograms=own,
     )

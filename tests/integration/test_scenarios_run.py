@@ -218,6 +218,30 @@ def test_subscribe_frequency(quick_run: Run, broker: str) -> None:
     # Time to first message is measured for subscriptions made under load (churn); fan-out
     # subscriptions exist before the producers start.
     assert all(r["metrics"]["first_message_latency_us"]["count"] > 0 for r in churn)
+    # A step's summaries are those of its own histogram file: nothing for a reader to migrate.
+    from bench.metrics import histograms
+
+    raw = [
+        x
+        for x in quick_run.raw_step_records
+        if x["scenario"] == "subscribe-frequency" and x["step_id"] in {r["step_id"] for r in rows}
+    ]
+    assert len(raw) == len(rows)
+    for r in raw:
+        stored = quick_run.histograms("subscribe-frequency", r["step_id"])
+        for key, name in (
+            ("subscribe_latency_us", "subscribe"),
+            ("first_message_latency_us", "first_message"),
+        ):
+            summary = r["metrics"][key]
+            if name not in stored:
+                assert summary is None or summary.get("count") in (None, 0), (r["step_id"], key)
+                continue
+            own = histograms.summary(histograms.decode(stored[name]))
+            assert (summary["count"], summary["p99"]) == (own["count"], own["p99"]), (
+                r["step_id"],
+                key,
+            )
 
 
 @pytest.mark.parametrize("scenario", ["kill-9-recovery", "kill-9-recovery-cluster"])
