@@ -80,8 +80,9 @@ def worker_command(engine: p.Engine, open_loop: bool = False) -> tuple[list[str]
 def reshard(specs: Sequence[LoadSpec], hosts: int) -> list[LoadSpec]:
     """``specs`` dealt again over ``hosts`` remote workers when they are fewer than the hosts,
     so every host gets a shard: the topics of all specs round-robin over
-    ``min(hosts, topics)`` workers, the total rate split evenly (as
-    :class:`~bench.runner.load.LoadPlan` splits it). Specs that cap their sends
+    ``min(hosts, topics)`` workers, the total rate, sender threads and in-flight window split
+    evenly (as :class:`~bench.runner.load.LoadPlan` deals them; threads and window rounded up,
+    at least 1). Specs that cap their sends
     (``max_messages``, per worker) or differ beyond topics and rate are kept as they are."""
     if len(specs) >= hosts or not specs:
         return list(specs)
@@ -96,8 +97,17 @@ def reshard(specs: Sequence[LoadSpec], hosts: int) -> list[LoadSpec]:
     n = max(1, min(hosts, len(topics)))
     rates = [s.rate_per_s for s in specs]
     rate = sum(r for r in rates if r) / n if all(rates) else None
+    threads = -(-sum(s.sender_threads for s in specs) // n)
+    window = -(-sum(s.max_in_flight for s in specs) // n)
     return [
-        replace(base, worker_id=f"w{i}", topics=tuple(topics[i::n]), rate_per_s=rate)
+        replace(
+            base,
+            worker_id=f"w{i}",
+            topics=tuple(topics[i::n]),
+            rate_per_s=rate,
+            sender_threads=threads,
+            max_in_flight=window,
+        )
         for i in range(n)
     ]
 

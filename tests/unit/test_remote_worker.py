@@ -175,6 +175,14 @@ def test_more_hosts_than_shards_get_a_shard_each() -> None:
     assert reshard(specs, 2) == specs  # enough shards already
     capped = [replace(s, max_messages=10) for s in specs]
     assert reshard(capped, 3) == capped  # a per-worker cap would change the total
+    # One JVM spec carrying two workers' sender threads and window, over two hosts: each host
+    # gets half, not the whole again.
+    one = [replace(specs[0], topics=("t0", "t1"), sender_threads=8, max_in_flight=2000)]
+    halves = reshard(one, 2)
+    assert [(s.topics, s.sender_threads, s.max_in_flight) for s in halves] == [
+        (("t0",), 4, 1000),
+        (("t1",), 4, 1000),
+    ]
 
 
 def test_the_start_command_carries_whether_the_worker_is_open_loop() -> None:
