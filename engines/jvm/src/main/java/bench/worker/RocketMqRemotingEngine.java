@@ -2,7 +2,10 @@ package bench.worker;
 
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import java.util.List;
+import java.util.concurrent.AbstractExecutorService;
 import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
 import org.apache.rocketmq.client.consumer.AllocateMessageQueueStrategy;
 import org.apache.rocketmq.client.consumer.DefaultMQPushConsumer;
@@ -10,6 +13,7 @@ import org.apache.rocketmq.client.consumer.listener.ConsumeConcurrentlyStatus;
 import org.apache.rocketmq.client.consumer.listener.MessageListenerConcurrently;
 import org.apache.rocketmq.client.exception.MQBrokerException;
 import org.apache.rocketmq.client.exception.MQClientException;
+import org.apache.rocketmq.client.impl.MQClientManager;
 import org.apache.rocketmq.client.impl.factory.MQClientInstance;
 import org.apache.rocketmq.client.producer.DefaultMQProducer;
 import org.apache.rocketmq.client.producer.SendCallback;
@@ -32,6 +36,26 @@ import org.apache.rocketmq.remoting.exception.RemotingTooMuchRequestException;
  */
 final class RocketMqRemotingEngine implements Engine {
     private static final AtomicInteger CLIENTS = new AtomicInteger();
+    /** Runs a task on the thread that submits it (an async send starts on the sender's thread). */
+    private static final ExecutorService CALLER = new AbstractExecutorService() {
+        @Override
+        public void execute(Runnable task) { task.run(); }
+
+        @Override
+        public void shutdown() {}
+
+        @Override
+        public List<Runnable> shutdownNow() { return List.of(); }
+
+        @Override
+        public boolean isShutdown() { return false; }
+
+        @Override
+        public boolean isTerminated() { return false; }
+
+        @Override
+        public boolean awaitTermination(long timeout, TimeUnit unit) { return true; }
+    };
     private final LoadSpec spec;
     private final Settings s;
     private final String namesrv;
@@ -46,6 +70,15 @@ final class RocketMqRemotingEngine implements Engine {
         d.put("consume_threads", 2);
         d.put("consume_batch_max_size", 32);
         d.put("pull_batch_size", 32);
+        // Where the client runs its per-message work. By default rocketmq-client hands every
+        // message through four threads: the caller to its async-send executor, to the Netty
+        // worker group (encoder, decoder), to the I/O thread (the socket), and the response
+        // back through the worker group to the callback executor. Each hand-off is a wake-up
+        // that costs CPU at moderate rates, where nothing coalesces. Off, the encoder, decoder
+        // and callbacks run on the I/O thread and an async send starts on the sender's thread.
+        d.put("netty_worker_group", false);
+        d.put("callback_executor", false);
+        d.put("async_send_executor", false);
         s = new Settings(d, spec.driverSettings);
         namesrv = spec.endpoint("namesrv");
         if (namesrv.isEmpty()) throw new Unsupported("the RocketMQ endpoints have no namesrv");
@@ -68,6 +101,13 @@ final class RocketMqRemotingEngine implements Engine {
             producer.setRetryTimesWhenSendFailed(s.integer("send_retries"));
             producer.setRetryTimesWhenSendAsyncFailed(s.integer("send_retries"));
             producer.setCompressMsgBodyOverHowmuch(Integer.MAX_VALUE);
+            if (!s.bool("async_send_executor")) producer.setAsyncSenderExecutor(CALLER);
+            // The client instance of this instanceName, created here so its Netty settings are
+            // in place before its first connection; the producer and the group consumers of
+            // this client find and share it.
+            MQClientInstance instance = MQClientManager.getInstance().getOrCreateMQClientInstance(producer, acl);
+            instance.getNettyClientConfig().setDisableNettyWorkerGroup(!s.bool("netty_worker_group"));
+            instance.getNettyClientConfig().setDisableCallbackExecutor(!s.bool("callback_executor"));
             producer.start();
         }
 
