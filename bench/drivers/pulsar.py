@@ -431,11 +431,15 @@ class PulsarDriver(Driver):
 
     def _rest_path(self, topic: str) -> str:
         full = self.full_name(topic)
-        return full.split("://", 1)[1]
+        return urllib.parse.quote(full.split("://", 1)[1])
+
+    def _admin_path(self, topic: str) -> str:
+        """The admin REST path of a topic (create, delete; ``/stats`` below it)."""
+        return f"/admin/v2/persistent/{self._rest_path(topic)}"
 
     # -- admin -------------------------------------------------------------------------------
     def _create_one(self, http_: _Http, topic: str) -> TopicResult:
-        path = f"/admin/v2/persistent/{urllib.parse.quote(self._rest_path(topic))}"
+        path = self._admin_path(topic)
         started = time.monotonic_ns()
         try:
             status, body = http_.request("PUT", path)
@@ -477,7 +481,7 @@ class PulsarDriver(Driver):
         errors: list[str] = []
         try:
             for name in names:
-                path = f"/admin/v2/persistent/{urllib.parse.quote(self._rest_path(name))}"
+                path = self._admin_path(name)
                 try:
                     status, body = http_.request("DELETE", f"{path}?force=true")
                 except DriverError as exc:
@@ -530,7 +534,7 @@ class PulsarDriver(Driver):
     def lookup(self, topic: str, timeout_s: float, method: LookupMethod = "admin") -> int:
         started = time.monotonic_ns()
         if method == "admin":
-            path = f"/lookup/v2/topic/persistent/{urllib.parse.quote(self._rest_path(topic))}"
+            path = f"/lookup/v2/topic/persistent/{self._rest_path(topic)}"
             status, body = self._http.request("GET", path, timeout_s=timeout_s)
             if status != 200:
                 raise HttpError("GET", path, status, body.decode(errors="replace"))
@@ -559,7 +563,7 @@ class PulsarDriver(Driver):
         http_ = self._new_http()
 
         def one(topic: str) -> dict[str, Any] | None:
-            path = f"/admin/v2/persistent/{urllib.parse.quote(self._rest_path(topic))}/stats"
+            path = f"{self._admin_path(topic)}/stats"
             status, body = http_.request("GET", path)
             if status == 404:
                 return None

@@ -72,6 +72,12 @@ def _pre_kill_tps(meter: StepMeter, killed: float) -> float:
     return sum(pre) / len(pre) if pre else 0.0
 
 
+def _on_wall(state: dict[str, Any], t: float) -> float:
+    """Monotonic instant ``t`` of a step on the workers' (wall) clock, through the kill's pair
+    of readings: intervals carry wall times, and the wall clock may step during a run."""
+    return float(state["killed_wall"]) + (t - float(state["killed_at"]))
+
+
 def _clients_back(meter: StepMeter, killed: float, resumed: float) -> bool:
     """The workers' producers and consumers both work again since ``resumed``, and a second
     carried RECOVERED_SHARE of the pre-kill TPS: what the step's recovery figures need."""
@@ -414,8 +420,7 @@ def run_step(ctx: StepContext) -> dict[str, Any]:
             # none.
             if now >= resumed + CLIENTS_BACK_CAP_S:
                 return True
-            killed_w = state["killed_wall"]
-            return _clients_back(meter, killed_w, killed_w + (resumed - killed))
+            return _clients_back(meter, state["killed_wall"], _on_wall(state, resumed))
 
         def phase_of(elapsed: float) -> str | None:
             if state["killed_at"] is None:
@@ -453,7 +458,7 @@ def run_step(ctx: StepContext) -> dict[str, Any]:
     killed, restarted = state["killed_at"], state["restarted_at"]
     # On the workers' (wall) clock, for what is read from their intervals.
     killed_w = state["killed_wall"]
-    restarted_w = None if restarted is None else killed_w + (restarted - killed)
+    restarted_w = None if restarted is None else _on_wall(state, restarted)
     pre_tps = _pre_kill_tps(meter, killed_w) if killed_w is not None else 0.0
     recover = None
     after_ticks = [

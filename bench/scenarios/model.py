@@ -342,7 +342,9 @@ class SendFrequencyProfile(_TimedProfile):
     batch_size_for_per_batch: ClientCount | None = None
     """Sends per connection in ``per_batch`` mode; required exactly when that mode is swept."""
     max_in_flight: ClientCount = 1000
-    """Unacknowledged async sends allowed per producer."""
+    """Unacknowledged async sends allowed in each of the two shares a step's load is dealt into
+    (two Python workers, or one JVM worker carrying both): twice this in all, once with a single
+    topic."""
 
     @field_validator("rates_per_s")
     @classmethod

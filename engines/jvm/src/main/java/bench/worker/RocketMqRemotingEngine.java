@@ -7,6 +7,7 @@ import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
+import org.apache.rocketmq.client.ClientConfig;
 import org.apache.rocketmq.client.consumer.AllocateMessageQueueStrategy;
 import org.apache.rocketmq.client.consumer.DefaultMQPushConsumer;
 import org.apache.rocketmq.client.consumer.listener.ConsumeConcurrentlyStatus;
@@ -102,12 +103,7 @@ final class RocketMqRemotingEngine implements Engine {
             producer.setRetryTimesWhenSendAsyncFailed(s.integer("send_retries"));
             producer.setCompressMsgBodyOverHowmuch(Integer.MAX_VALUE);
             if (!s.bool("async_send_executor")) producer.setAsyncSenderExecutor(CALLER);
-            // The client instance of this instanceName, created here so its Netty settings are
-            // in place before its first connection; the producer and the group consumers of
-            // this client find and share it.
-            MQClientInstance instance = MQClientManager.getInstance().getOrCreateMQClientInstance(producer, acl);
-            instance.getNettyClientConfig().setDisableNettyWorkerGroup(!s.bool("netty_worker_group"));
-            instance.getNettyClientConfig().setDisableCallbackExecutor(!s.bool("callback_executor"));
+            threading(producer);
             producer.start();
         }
 
@@ -116,6 +112,16 @@ final class RocketMqRemotingEngine implements Engine {
             for (GroupConsumer g : groups.values()) g.consumer.shutdown();
             producer.shutdown();
         }
+    }
+
+    /**
+     * Creates the client instance of {@code config}'s instanceName, so its Netty settings are in
+     * place before its first connection; the producer or consumers starting on it find it.
+     */
+    private void threading(ClientConfig config) {
+        MQClientInstance instance = MQClientManager.getInstance().getOrCreateMQClientInstance(config, acl);
+        instance.getNettyClientConfig().setDisableNettyWorkerGroup(!s.bool("netty_worker_group"));
+        instance.getNettyClientConfig().setDisableCallbackExecutor(!s.bool("callback_executor"));
     }
 
     @Override
@@ -161,7 +167,9 @@ final class RocketMqRemotingEngine implements Engine {
         GroupConsumer(RClient client, String group) {
             consumer = acl == null ? new DefaultMQPushConsumer(group) : new DefaultMQPushConsumer(group, acl);
             consumer.setNamesrvAddr(namesrv);
-            consumer.setInstanceName(client.instanceName);
+            // Consumers of a client have their own connection and I/O thread: on the producer's,
+            // pull results queued behind the send traffic of a closed loop.
+            consumer.setInstanceName(client.instanceName + "-consumers");
             consumer.setVipChannelEnabled(false);
             consumer.setConsumeFromWhere(ConsumeFromWhere.CONSUME_FROM_LAST_OFFSET);
             consumer.setConsumeMessageBatchMaxSize(s.integer("consume_batch_max_size"));
@@ -179,6 +187,7 @@ final class RocketMqRemotingEngine implements Engine {
                 public String getName() { return "ALL"; }
             });
             consumer.setPostSubscriptionWhenPull(true);
+            threading(consumer);
             consumer.registerMessageListener((MessageListenerConcurrently) (msgs, ctx) -> {
                 long now = Clock.wallNs();
                 for (MessageExt m : msgs) {
