@@ -433,7 +433,7 @@ def run_cmd(
     partial run. Exit status: 0 clean, 1 finished with failed steps or send errors, 130
     interrupted, 2 bad input.
     """
-    from bench.results.clean import run_summary
+    from bench.results.clean import ramp_stopped, run_summary
     from bench.results.store import load_run
     from bench.runner.api import run_scenarios
     from bench.runner.progress import Progress
@@ -465,7 +465,9 @@ def run_cmd(
     run = load_run(run_dir)
     lines, unclean = run_summary(run)  # bench.results.clean: one rule; then bench check
     click.echo(run_table(run.step_records))
-    click.echo(f"run written to {run_dir} ({len(run.steps)} steps, {unclean} not clean)")
+    stopped = sum(ramp_stopped(r) for r in run.step_records)
+    skipped = f", {stopped} skipped after their ramp saturated" if stopped else ""
+    click.echo(f"run written to {run_dir} ({len(run.steps)} steps{skipped}, {unclean} not clean)")
     for line in lines:
         click.echo(f"  {line}")
     if unclean:

@@ -273,11 +273,7 @@ def nightly_cmd(
         raise RegressionFound(
             f"{len(regressions)} figure(s) regressed beyond their noise; see {report}"
         )
-    unclean = [
-        f"{r['scenario']}/{r['step_id']} {why}"
-        for r, why in zip(run.steps.to_dict("records"), clean.unclean(run.steps), strict=True)
-        if why
-    ]
+    unclean = [f"{r['scenario']}/{r['step_id']} {why}" for r, why in clean.run_unclean(run.steps)]
     if run.status != "complete" or unclean:
         raise UncleanRun(
             f"run {run.run_id} is {run.status} with {len(unclean)} unclean step(s) "

@@ -9,6 +9,10 @@ A step is **clean** when its figures can be read as measured:
 - its drain finished (else ``loss.lost`` is only an upper bound);
 - a step the runner marked ``errors`` for another reason is not clean.
 
+A ramp step skipped because its ramp already saturated (:data:`RAMP_STOPPED`) has no figures,
+so it is not clean either; but it is how a ramp is meant to end, so it does not make a *run* fail
+(:func:`run_unclean`: ``bench run``'s exit status and ``bench nightly``).
+
 A confirmed loss after a finished drain is a finding about the broker, not a flaw of the
 measurement: that step is clean, and its loss counts.
 
@@ -28,6 +32,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import pandas as pd
+
+from bench.results.schema import RAMP_STOPPED
 
 KILL_KIND = "kill-9-recovery"
 PUBLISH_SIDE_ERRORS: tuple[str, ...] = ("send_errors", "lookup_timeouts", "lookup_errors")
@@ -120,17 +126,35 @@ def clean_mask(steps: pd.DataFrame, *, publish_side: bool = False) -> pd.Series:
     return unclean(steps, publish_side=publish_side).isna()
 
 
+def ramp_stopped(step: Mapping[str, Any]) -> bool:
+    """True for a ramp step skipped because its ramp had already saturated: by design."""
+    row = _flat(step)
+    return _value(row, "status") == "skipped" and str(_value(row, "error") or "").startswith(
+        RAMP_STOPPED
+    )
+
+
+def run_unclean(steps: pd.DataFrame) -> list[tuple[dict[str, Any], str]]:
+    """The steps that make a run not clean, each with why: every step that is not clean but
+    those a saturated ramp skipped (:func:`ramp_stopped`)."""
+    records = steps.to_dict("records") if len(steps) else []
+    return [
+        (r, why)
+        for r, why in zip(records, unclean(steps), strict=True)
+        if why and not ramp_stopped(r)
+    ]
+
+
 def run_summary(run: Any) -> tuple[list[str], int]:
     """For ``bench run``'s summary (a :class:`bench.results.store.Run`): one line per step that
     is not clean, then one per broken invariant (:mod:`bench.results.check`), and how many
     steps are not clean (the exit status is 1 when any is)."""
     from bench.results.check import check_run
 
-    lines: list[str] = []
-    steps = run.steps
-    for r, why in zip(steps.to_dict("records"), unclean(steps), strict=True):
-        if why:
-            lines.append(f"{r['status']:<7} {r['scenario']} {r['step_id']}: {why}")
+    lines = [
+        f"{r['status']:<7} {r['scenario']} {r['step_id']}: {why}"
+        for r, why in run_unclean(run.steps)
+    ]
     unclean_count = len(lines)
     lines += [f"check: {p.line()}" for p in check_run(run)]
     return lines, unclean_count

@@ -32,6 +32,10 @@ from typing import Any, Literal, TypedDict
 
 from bench.errors import BenchError
 
+RAMP_STOPPED = "ramp stopped: saturated at"
+"""How the error of a ramp step skipped after its ramp had saturated starts: such a skip is how
+a ramp is meant to end (:func:`bench.results.clean.ramp_stopped`)."""
+
 SCHEMA_VERSION = 1
 """The version this build writes."""
 SCHEMA_VERSIONS: tuple[int, ...] = (1,)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, cast
 
 from bench import clock
+from bench.results.schema import RAMP_STOPPED
 from bench.runner.broker_count import BrokerCount
 from bench.runner.common import (
     base_spec,
@@ -41,7 +42,7 @@ def run_step(ctx: StepContext) -> dict[str, Any]:
             {"offered_rate_per_s": rate},
             # Saturated says what was reached, not who limited it: client_bound on the step
             # that saturated tells broker from client.
-            f"ramp stopped: saturated at {_saturated[key]:.0f} msg/s offered",
+            f"{RAMP_STOPPED} {_saturated[key]:.0f} msg/s offered",
         )
     send_mode, conn_mode = str(p["send_mode"]), str(p["connection_mode"])
     topics = step_topic_names(ctx, "sf", prof.topics)

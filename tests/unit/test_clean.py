@@ -82,3 +82,23 @@ def test_noise_rule_per_sample_size() -> None:
     assert not beyond_noise([100.0, 100.0], [101.0, 101.0], min_change_pct=5).beyond
     with pytest.raises(ValueError):
         beyond_noise([], [1.0])
+
+
+def test_a_ramp_that_stopped_does_not_fail_the_run() -> None:
+    """A ramp step skipped after its ramp saturated is not clean (no figures), but it is how a
+    ramp ends: neither `bench run`'s exit status nor the nightly job counts it. A skip for another
+    reason (a group that broke off) and a step with send errors still do."""
+    import pandas as pd
+
+    from bench.results.schema import RAMP_STOPPED
+
+    stopped = record(status="skipped", error=f"{RAMP_STOPPED} 6000 msg/s offered")
+    broke = record(status="skipped", error="not run: creation broke off at 5,000 topics")
+    errors = record(send_errors=2)
+    steps = pd.DataFrame([step_row(r) for r in (record(), stopped, broke, errors)])
+    assert clean.why_not_clean(stopped) is not None
+    assert clean.ramp_stopped(stopped) and not clean.ramp_stopped(broke)
+    whys = [why for _, why in clean.run_unclean(steps)]
+    assert whys == [f"skipped ({broke['error']})", "2 send errors"]
+    only_ramp = pd.DataFrame([step_row(r) for r in (record(), stopped)])
+    assert clean.run_unclean(only_ramp) == []
