@@ -51,7 +51,9 @@ def _subscribe_frequency(fr: dict[str, pd.DataFrame], s: Settings) -> list[Verdi
     ):
         if metric == "delivered_share":
             frs = {
-                b: df.assign(
+                # copy(): the frames are built a column at a time, and assign() on a
+                # fragmented frame warns on the user's terminal.
+                b: df.copy().assign(
                     delivered_share=column(df, "consume_tps")
                     / (column(df, "publish_tps") * fanout_x(df))
                 )
