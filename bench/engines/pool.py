@@ -28,7 +28,7 @@ from typing import IO, Any
 from bench.drivers.base import CLIENT_LOG_ENV, registrations
 from bench.engines import protocol as p
 from bench.engines.remote import Clock, RemoteProcess, RemoteWorkerError, worker_token
-from bench.engines.spec import LoadSpec
+from bench.engines.spec import LoadSpec, consistent_subscriptions
 from bench.errors import BenchError, ConfigError
 from bench.metrics.intervals import IntervalStats
 from bench.metrics.ledger import LedgerBook
@@ -200,6 +200,8 @@ class WorkerPool:
             raise ConfigError(f"worker ids must be unique: {ids}")
         if self.remote:
             specs = reshard(specs, len(self.remote))
+        specs = consistent_subscriptions(specs)
+        if self.remote:
             self._start_remote(specs)
         else:
             self._start_local(specs)

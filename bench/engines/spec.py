@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Final
 
 from bench.drivers.base import CONNECTION_MODES, SEND_MODES
@@ -173,3 +173,29 @@ def split_topics(topics: Sequence[str], workers: int) -> list[tuple[str, ...]]:
     if workers < 1:
         raise ValueError("workers must be >= 1")
     return [tuple(topics[i::workers]) for i in range(workers)]
+
+
+def consistent_subscriptions(specs: Sequence[LoadSpec]) -> list[LoadSpec]:
+    """``specs`` with a subscription name shared only by workers that hold the same topics.
+
+    A subscription name is a RocketMQ consumer group, and RocketMQ requires every member of a
+    group to subscribe the same topics: members with different topics overwrite the group's
+    subscription on each heartbeat (the broker logs "subscription changed ... remove topic"),
+    push consumers share out a topic's queues among members that never read it, and through
+    the proxy the same message reached one group twice. Workers whose topic shards differ
+    therefore get prefixes of their own (``<prefix>-s<k>``, ``k`` the shard's order of first
+    appearance); specs that agree on their topics keep theirs. Pulsar subscriptions belong to
+    one topic each, so there only the names change.
+    """
+    shards: dict[str, list[tuple[str, ...]]] = {}
+    for s in specs:
+        seen = shards.setdefault(s.subscription_prefix, [])
+        if s.topics not in seen:
+            seen.append(s.topics)
+    out: list[LoadSpec] = []
+    for s in specs:
+        seen = shards[s.subscription_prefix]
+        if len(seen) > 1:
+            s = replace(s, subscription_prefix=f"{s.subscription_prefix}-s{seen.index(s.topics)}")
+        out.append(s)
+    return out

@@ -20,7 +20,7 @@ from bench.engines.remote import (
     WorkerServer,
     probe_workers,
 )
-from bench.engines.spec import H_E2E, split_topics
+from bench.engines.spec import H_E2E, consistent_subscriptions, split_topics
 from bench.metrics.intervals import ACKED, RECEIVED, SENT, merge
 from tests.unit.test_worker import _collect, _spec, fake_driver  # noqa: F401 (a fixture)
 
@@ -212,3 +212,22 @@ def test_the_start_command_carries_whether_the_worker_is_open_loop() -> None:
                 child.kill()
                 child.wait(5)
     assert seen == [("jvm", True), ("jvm", False)]
+
+
+def test_a_subscription_name_is_shared_only_by_workers_with_the_same_topics() -> None:
+    """A RocketMQ consumer group's members must subscribe the same topics."""
+    specs = _specs(4)  # w0: t0 t2, w1: t1 t3
+    named = consistent_subscriptions(specs)
+    assert [s.subscription(0) for s in named] == ["sub-s0-0", "sub-s1-0"]
+    same = [replace(s, topics=("t0", "t1")) for s in specs]
+    assert consistent_subscriptions(same) == same  # one group, one topic set: kept
+    # A producers-only spec and a consumers-only spec over the same topics share the names;
+    # another prefix is its own namespace.
+    other = replace(specs[1], subscription_prefix="other")
+    assert consistent_subscriptions([specs[0], other]) == [specs[0], other]
+    # Remote hosts: the shards reshard deals are named after the dealing.
+    dealt = consistent_subscriptions(reshard([replace(specs[0], topics=("t0", "t1"))], 2))
+    assert [(s.topics, s.subscription(1)) for s in dealt] == [
+        (("t0",), "sub-s0-1"),
+        (("t1",), "sub-s1-1"),
+    ]

@@ -312,8 +312,13 @@ def test_ledger_is_exact_with_injected_loss_duplicates_and_failures(fake_driver:
         stats += pool.poll(0)
     assert not drained, "messages were dropped on purpose: the drain cannot complete"
     reports = book.reconcile()
+    # The two workers hold different topics, so each has subscription names of its own: a
+    # RocketMQ consumer group's members must all subscribe the same topics.
     assert {(r.topic, r.subscription) for r in reports} == {
-        (t, s) for t in topics for s in ("sub-0", "sub-1")
+        (t, f"sub-s{k}-{i}")
+        for k, shard in enumerate(split_topics(topics, 2))
+        for t in shard
+        for i in (0, 1)
     }
     expected_lost = expected_dup = expected_acked = 0
     for producer in book.producers.values():
