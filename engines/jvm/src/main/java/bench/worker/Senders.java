@@ -19,6 +19,14 @@ final class Senders {
     record Plan(Double rate, long startNs) {}
 
     private static final long ERROR_PAUSE_NS = 10_000_000L, RECREATE_NS = 1_000_000_000L, WAIT_STEP_NS = 50_000_000L;
+    /** An open loop waits at least this long when it waits, then sends every message whose
+     *  intended time has passed (never one before it): a wake-up per message cost more CPU than
+     *  the send (on this 2-core VM a thread's sleep and wake-up is tens of microseconds of
+     *  kernel time, and each send from a woken sender wakes the client's I/O thread too), as the
+     *  native tools avoid the same way (Thread.sleep waits at least a millisecond). The latency
+     *  from the intended time includes up to this much of the wait; the latency from the send
+     *  does not. */
+    static final long PACE_NS = 1_000_000L;
 
     private final Worker w;
     private final LoadSpec spec;
@@ -98,7 +106,9 @@ final class Senders {
 
     void start() {
         if (slots.isEmpty()) return;
-        int n = Math.min(spec.senderThreads, slots.size());
+        // An async open loop's load is its rate and window, not its thread count: one thread
+        // sends what is due with a wake-up per PACE_NS, where each further thread adds its own.
+        int n = Math.min(async && spec.ratePerS != null ? 1 : spec.senderThreads, slots.size());
         for (int i = 0; i < n; i++) {
             List<Slot> mine = new ArrayList<>();
             for (int k = i; k < slots.size(); k += n) mine.add(slots.get(k));
@@ -153,7 +163,7 @@ final class Senders {
             long now;
             while ((now = System.nanoTime()) < intended) {
                 if (stop || plan != p) return left;
-                LockSupport.parkNanos(Math.min(intended - now, WAIT_STEP_NS));
+                LockSupport.parkNanos(Math.min(Math.max(intended - now, PACE_NS), WAIT_STEP_NS));
             }
             if (now >= deadlineNs) break;
             if (async && acquire(1) == 0) break;
