@@ -244,6 +244,10 @@ def test_subscribe_frequency(quick_run: Run, broker: str) -> None:
             )
 
 
+READY_STAMP_LAG_S = 4.5
+"""How much later than its port a restarted broker can be stamped ready (see below)."""
+
+
 @pytest.mark.parametrize("scenario", ["kill-9-recovery", "kill-9-recovery-cluster"])
 @pytest.mark.parametrize("broker", BROKERS)
 def test_kill9_recovery(quick_run: Run, broker: str, scenario: str) -> None:
@@ -261,11 +265,11 @@ def test_kill9_recovery(quick_run: Run, broker: str, scenario: str) -> None:
             restart = m["restarted_at"] - m["killed_at"]
             assert restart >= JVM_MIN_START_S, (r["step_id"], restart)
             if r["topology"] == "standalone":
-                # The only broker died: nothing is acknowledged before a new broker JVM could
-                # start. (Not "before restarted_at": that is stamped once a new client could use
-                # the broker, for RocketMQ once its name server lists it, which on a loaded host
-                # follows the port by seconds, while clients holding a route resume at the port.)
-                assert m["unavailability_s"] >= JVM_MIN_START_S, (r["step_id"], restart)
+                # The only broker died: nothing is acknowledged before it is back. restarted_at
+                # is stamped once a new client could use the broker (for RocketMQ once its name
+                # server lists it: asked every 0.2 s, up to 4 s an answer), while clients holding
+                # a route resume as soon as the port opens, before that.
+                assert m["unavailability_s"] >= restart - READY_STAMP_LAG_S, (r["step_id"], restart)
         if broker == "pulsar":
             # Pulsar's clients reconnect by themselves, directly and through its proxy.
             assert m["clients_recovered"] is True, r["step_id"]
