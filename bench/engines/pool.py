@@ -198,9 +198,7 @@ class WorkerPool:
         ids = [s.worker_id for s in specs]
         if len(set(ids)) != len(ids):
             raise ConfigError(f"worker ids must be unique: {ids}")
-        if self.remote:
-            specs = reshard(specs, len(self.remote))
-        specs = consistent_subscriptions(specs)
+        specs = consistent_subscriptions(reshard(specs, len(self.remote)) if self.remote else specs)
         if self.remote:
             self._start_remote(specs)
         else:

@@ -181,11 +181,10 @@ def consistent_subscriptions(specs: Sequence[LoadSpec]) -> list[LoadSpec]:
     A subscription name is a RocketMQ consumer group, and RocketMQ requires every member of a
     group to subscribe the same topics: members with different topics overwrite the group's
     subscription on each heartbeat (the broker logs "subscription changed ... remove topic"),
-    push consumers share out a topic's queues among members that never read it, and through
-    the proxy the same message reached one group twice. Workers whose topic shards differ
-    therefore get prefixes of their own (``<prefix>-s<k>``, ``k`` the shard's order of first
-    appearance); specs that agree on their topics keep theirs. Pulsar subscriptions belong to
-    one topic each, so there only the names change.
+    and push consumers share out a topic's queues among members that never read it. Workers
+    whose topic shards differ therefore get prefixes of their own (``<prefix>-s<k>``, ``k`` the
+    shard's order of first appearance); specs that agree on their topics keep theirs. Pulsar
+    subscriptions belong to one topic each, so there only the names change.
     """
     shards: dict[str, list[tuple[str, ...]]] = {}
     for s in specs:
