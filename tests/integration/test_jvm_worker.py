@@ -340,11 +340,16 @@ def test_rocketmq_direct_closed_loop(worker: Any, rocketmq: Endpoints) -> None:
     with open_driver("rocketmq", rocketmq) as driver:
         assert all(r.ok for r in driver.create_topics(topics))
     w = worker()
-    spec = _spec("rocketmq", rocketmq, topics, max_in_flight=200, duration_s=2.0)
+    spec = _spec("rocketmq", rocketmq, topics, max_in_flight=64, duration_s=2.0)
     ready, drained, totals = _round_trip(w, spec)
     assert ready.client["name"] == "rocketmq-client"
     _check_delivery(w, drained, topics, 1)
-    assert totals["sent"] == totals["acked"] == totals["received"] > 0
+    # A broker short of CPU refuses a send that waited 200 ms in its queue (CODE 2,
+    # "[TIMEOUT_CLEAN_QUEUE]"; CI saw 64 of 549 with a window of 200): such a send is counted
+    # as a send error, never acked, lost or received, and on a window of 64 it stays rare.
+    errors = totals.get("send_errors", 0)
+    assert totals["sent"] == totals["acked"] + errors and totals["acked"] == totals["received"] > 0
+    assert errors <= totals["sent"] // 10, totals
     # A new group on the same topics starts at their end: the first run's messages (another
     # run id) would count as foreign.
     w2 = worker()
